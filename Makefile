@@ -1,0 +1,77 @@
+# The menu: each target is a one-liner that calls the real tool. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MNIST_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shared/data/mnist),$(abspath data/mnist))
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run serve test lint format bench train evaluate manifests image image-test tools \
+        cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+$(BIN)/mnist: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[test]'
+	@touch $@
+
+install: $(BIN)/mnist ## Create .venv and install the project with its test extras
+
+run: install ## Serve on http://127.0.0.1:8000 with the shipped models (SQLite store unless MNIST_STORE_URL says otherwise)
+	$(BIN)/mnist serve
+
+test: install ## Lint, then every test (starts real gunicorn, Cassandra, Prometheus, Chromium, podman, helm)
+	$(MAKE) lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy on service/
+	$(BIN)/ruff check service tests scripts
+	$(BIN)/ruff format --check service tests scripts
+	$(BIN)/mypy
+
+format: install ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format service tests scripts
+	$(BIN)/ruff check --fix service tests scripts
+
+bench: install ## Load-test the real server with wrk and write BENCHMARKS.md
+	$(BIN)/python scripts/bench.py
+
+train: install ## Train both models into models/ (see README for the exact commands)
+	$(BIN)/mnist train --model softmax
+	$(BIN)/mnist train --model cnn
+
+evaluate: install ## Re-measure the shipped models on the 10k test set
+	for m in models/*/*/; do $(BIN)/mnist evaluate $$m || exit 1; done
+
+cassandra-up: ## Start one Apache Cassandra 5.0 node on 127.0.0.1:9042 (downloads once into ~/.m2)
+	scripts/cassandra.sh up
+
+cassandra-down: ## Stop the node started by cassandra-up
+	scripts/cassandra.sh down
+
+cassandra-cluster-up: ## Start a 3-node cluster on 127.0.0.1-3
+	scripts/cassandra.sh cluster-up
+
+cassandra-cluster-down: ## Stop the 3-node cluster
+	scripts/cassandra.sh cluster-down
+
+test-cluster: install ## The 3-node (RF=3) Cassandra tests
+	$(BIN)/pytest -m cluster tests/test_cassandra_cluster.py
+
+tools: ## Build helm and kubeconform from the Go module proxy into .cache/bin
+	scripts/install-tools.sh
+
+manifests: tools ## Regenerate k8s/ plain manifests from the Helm chart
+	scripts/render-manifests.sh
+
+image: ## Build the container image with podman on a local debootstrap base
+	scripts/build-image.sh
+
+e2e: install ## End-to-end test on the cluster KUBECONFIG points at
+	$(BIN)/pytest tests/e2e
+
+clean: ## Remove caches and build output (keeps .venv and downloads)
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache test-output

@@ -1,0 +1,65 @@
+"""The service's error types: raised deep, mapped to HTTP once (see service/api/errors.py)."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: `code` is the machine-readable name, `status` the HTTP status it maps to."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(ServiceError):
+    """The request is malformed: wrong JSON shape, type, NaN, out-of-range values."""
+
+    code = "bad_input"
+    status = 400
+
+
+class BadImage(BadInput):
+    """The bytes are not a decodable image, or the image holds no digit."""
+
+    code = "bad_image"
+
+
+class NoDigitFound(BadImage):
+    """The image decodes but is blank: nothing to classify."""
+
+    code = "no_digit_found"
+
+
+class TooLarge(ServiceError):
+    """The body or the decoded image exceeds the configured limits."""
+
+    code = "too_large"
+    status = 413
+
+
+class UnknownModel(ServiceError):
+    """The request names a model (or version) that is not served."""
+
+    code = "unknown_model"
+    status = 404
+
+
+class NotFound(ServiceError):
+    """The request names a record that does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class StoreUnavailable(ServiceError):
+    """The prediction store cannot answer reads right now (writes go to the spool instead)."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+class DataError(Exception):
+    """An MNIST data file is missing or corrupt; the message names the file and how to get it."""

@@ -1,0 +1,57 @@
+"""One typed settings object, read from the environment once and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is the env var `MNIST_<FIELD>` (see README)."""
+
+    model_config = SettingsConfigDict(env_prefix="MNIST_", extra="ignore")
+
+    # HTTP server (gunicorn)
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8000, ge=1, le=65535, description="Bind port.")
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
+    threads: int = Field(8, ge=1, le=256, description="Threads per worker (requests served at once).")
+    timeout_s: int = Field(30, ge=1, description="gunicorn worker timeout.")
+    graceful_timeout_s: int = Field(20, ge=1, description="Time allowed to finish requests and drain on SIGTERM.")
+
+    # Data (training and evaluation only)
+    data_dir: Path = Field(Path("data/mnist"), description="Folder with the four MNIST *-ubyte.gz files.")
+
+    # Models and inference
+    model_dir: Path = Field(Path("models"), description="Directory holding models/<name>/<version>/.")
+    default_model: str = Field("cnn", description="Model used when a request names none.")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Largest micro-batch sent to a model.")
+    max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait to fill a batch.")
+    inference_threads: int = Field(1, ge=1, le=64, description="Threads each LiteRT interpreter may use.")
+
+    # Input limits
+    max_upload_bytes: int = Field(5_000_000, ge=1024, description="Largest request body (413 above).")
+    max_image_pixels: int = Field(25_000_000, ge=784, description="Largest decoded image (width x height).")
+    keep_image_bytes: int = Field(262_144, ge=0, description="Original images up to this size are stored.")
+
+    # Prediction store
+    store_url: str = Field(
+        "sqlite:///var/predictions.db",
+        description="sqlite:///path or cassandra://user:pass@host1,host2:9042/keyspace?dc=..&consistency=..",
+    )
+    write_queue_size: int = Field(10_000, ge=1, description="Records waiting for the store before overflow.")
+    spool_dir: Path = Field(Path("var/spool"), description="Durable spool for records Cassandra could not take.")
+    spool_max_bytes: int = Field(1_073_741_824, ge=1024, description="Spool size cap.")
+    cassandra_username: str | None = Field(None, description="Overrides the user in STORE_URL.")
+    cassandra_password: str | None = Field(None, description="Overrides the password in STORE_URL.")
+    cassandra_tls_ca: Path | None = Field(None, description="CA bundle; enables TLS to Cassandra.")
+    cassandra_ttl_s: int = Field(0, ge=0, description="Retention of prediction rows (0 = keep forever).")
+    cassandra_max_in_flight: int = Field(64, ge=1, description="Async writes in flight per process.")
+
+    # Logs and web
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS ('*' for any).")

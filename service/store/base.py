@@ -1,0 +1,62 @@
+"""The Store protocol and the record every backend keeps, so the web layer knows only `Store`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One prediction as stored: what was asked, what the model said, and the later feedback."""
+
+    id: uuid.UUID
+    created: datetime  # timezone-aware UTC
+    model: str
+    version: str
+    digit: int
+    confidence: float
+    probabilities: tuple[float, ...]  # 10 values
+    pixels: bytes  # the normalized 28x28 input the model saw, row-major uint8 (784 bytes)
+    latency_ms: float
+    image: bytes | None = None  # the original upload, when not larger than MNIST_KEEP_IMAGE_BYTES
+    image_type: str | None = None  # e.g. "image/png"
+    client: str | None = None
+    request_id: str | None = None
+    label: int | None = None  # the true digit, from feedback
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where predictions are kept. Writes are idempotent: the same id twice is the same row."""
+
+    def record(self, rec: PredictionRecord) -> None:
+        """Persist one record (an upsert by id)."""
+
+    def get(self, record_id: uuid.UUID) -> PredictionRecord | None:
+        """One record by id, or None."""
+
+    def list(
+        self,
+        limit: int = 50,
+        before: datetime | None = None,
+        digit: int | None = None,
+        model: str | None = None,
+    ) -> list[PredictionRecord]:
+        """Newest first, strictly older than `before` when given (the page cursor)."""
+
+    def set_label(self, record_id: uuid.UUID, label: int) -> bool:
+        """Store the true digit for a record; False when the id is unknown."""
+
+    def labelled(self) -> Iterator[PredictionRecord]:
+        """Every record that has a feedback label, for export and retraining."""
+
+    def health(self) -> dict[str, Any]:
+        """{"ok": bool, "status": "ok"|"degraded"|"down", ...details}; cheap enough for /readyz."""
+
+    def close(self) -> None:
+        """Flush and release connections; called once at shutdown."""

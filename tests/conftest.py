@@ -1,0 +1,60 @@
+"""Shared test helpers: where the data is, and how a missing real component fails in CI but skips on a laptop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Fixture plugins, one file per concern (servers, Cassandra, ...).
+pytest_plugins = [
+    "tests.fixtures.server",
+    "tests.fixtures.cassandra",
+]
+
+
+def missing(component: str, how_to_get: str) -> None:
+    """A real component is absent: fail in CI (it must be installed there), skip elsewhere saying how to get it."""
+    message = f"{component} is not available: {how_to_get}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_binary(name: str, how_to_get: str) -> str:
+    """Path of an executable on PATH (or an absolute path), else `missing`."""
+    found = shutil.which(name)
+    if not found:
+        missing(name, how_to_get)
+    assert found is not None
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir() -> Path:
+    """The MNIST files; CI points MNIST_DATA_DIR at ../shared/data/mnist."""
+    path = Path(os.environ.get("MNIST_DATA_DIR", ROOT / "data" / "mnist"))
+    if not (path / "t10k-images-idx3-ubyte.gz").exists():
+        missing("MNIST data", f"put the four *-ubyte.gz files in {path} or set MNIST_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    """Where tests leave screenshots and logs worth looking at (test-output/)."""
+    path = ROOT / "test-output"
+    path.mkdir(exist_ok=True)
+    return path
