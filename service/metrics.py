@@ -1,0 +1,215 @@
+"""Every Prometheus metric of the service, defined once, safe under several gunicorn workers.
+
+Multiprocess mode: gunicorn's `mnist serve` sets PROMETHEUS_MULTIPROC_DIR (an empty directory) before this
+module is imported; each worker then writes its values to mmap files there and `/metrics` merges them with
+`registry_for_scrape()`. Counters and histograms are summed across workers; gauges say how in
+`multiprocess_mode`. The gunicorn `child_exit` hook must call `worker_exited(pid)` so the `live*` gauges of a
+dead worker disappear. Without the variable (tests, `flask run`) the ordinary in-process registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = ["CONTENT_TYPE", "registry_for_scrape", "render", "worker_exited"]
+
+# Seconds, 0.5 ms .. 5 s: serving is sub-millisecond per image, queueing and stores are slower.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# Confidence is mostly near 1 for a good model, so the interesting resolution is there.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+BATCH_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024
+
+# --- HTTP ---
+HTTP_REQUESTS = Counter(
+    "mnist_http_requests_total",
+    "HTTP requests answered, by route template, method and status code.",
+    ["endpoint", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "mnist_http_request_duration_seconds",
+    "Time from request start to response, by route template.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# --- Predictions ---
+PREDICTIONS = Counter(
+    "mnist_predictions_total",
+    "Digits predicted, by model and predicted digit.",
+    ["model", "digit"],
+)
+CONFIDENCE = Histogram(
+    "mnist_prediction_confidence",
+    "Probability of the predicted digit (the top softmax value), by model.",
+    ["model"],
+    buckets=CONFIDENCE_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "mnist_batch_size",
+    "Images per model call made by the micro-batcher.",
+    ["model"],
+    buckets=BATCH_BUCKETS,
+)
+INFERENCE_DURATION = Histogram(
+    "mnist_inference_duration_seconds",
+    "Time of one model call (one batch), by model.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+FEEDBACK = Counter(
+    "mnist_feedback_total",
+    "Feedback labels received, by model and whether the label agrees with the prediction.",
+    ["model", "agreement"],
+)
+# Value 1 per served model version; a gauge because Info is not supported in multiprocess mode.
+# livemax: every live worker reports the same models, shown once; a dead worker's models vanish.
+MODEL_INFO = Gauge(
+    "mnist_model_info",
+    "Models being served (value 1), with version and test-set accuracy (0..1) as labels.",
+    ["model", "version", "accuracy"],
+    multiprocess_mode="livemax",
+)
+
+# --- Store and write queue ---
+STORE_WRITE_DURATION = Histogram(
+    "mnist_store_write_duration_seconds",
+    "Time of one store write (one record or one batch), by backend.",
+    ["backend"],
+    buckets=LATENCY_BUCKETS,
+)
+STORE_ERRORS = Counter(
+    "mnist_store_errors_total",
+    "Store operations that raised, by backend and operation (write, read, label, health).",
+    ["backend", "operation"],
+)
+WRITE_QUEUE_DEPTH = Gauge(
+    "mnist_write_queue_depth",
+    "Records waiting in the write-behind queues of all live workers.",
+    multiprocess_mode="livesum",
+)
+WRITE_QUEUE_OVERFLOW = Counter(
+    "mnist_write_queue_overflow_total",
+    "Records that found the write queue full and were written synchronously in the request thread.",
+)
+
+# --- Durable spool (Cassandra outages) ---
+SPOOL_DEPTH = Gauge(
+    "mnist_spool_depth",
+    "Records waiting in the on-disk spool for the store to come back.",
+    multiprocess_mode="livesum",
+)
+SPOOL_BYTES = Gauge(
+    "mnist_spool_bytes",
+    "Bytes used by the on-disk spool.",
+    multiprocess_mode="livesum",
+)
+SPOOL_REPLAYED = Counter("mnist_spool_replayed_total", "Spooled records written to the store on replay.")
+SPOOL_FAILED = Counter("mnist_spool_failed_total", "Spooled records whose replay failed (kept for retry).")
+SPOOL_REJECTED = Counter(
+    "mnist_spool_rejected_total", "Records the spool could not take (size cap reached); logged with their id."
+)
+
+# --- Process ---
+# liveall: one sample per live worker (label `pid`), so `sum(mnist_process_resident_memory_bytes)` is the
+# server's total and the per-pid series show how work spreads. The default process collector is not
+# aggregated in multiprocess mode, hence this gauge.
+RESIDENT_MEMORY = Gauge(
+    "mnist_process_resident_memory_bytes",
+    "Resident memory of each live server process.",
+    multiprocess_mode="liveall",
+)
+
+_RSS_INTERVAL_S = 1.0
+_rss_lock = threading.Lock()
+_rss_updated = 0.0
+
+
+def _resident_bytes() -> int:
+    """Current RSS from /proc (Linux); the peak RSS from getrusage elsewhere."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def update_process_metrics(force: bool = False) -> None:
+    """Refresh this process's RSS gauge, at most once a second unless forced; cheap enough per request."""
+    global _rss_updated
+    now = time.monotonic()
+    if not force and now - _rss_updated < _RSS_INTERVAL_S:
+        return
+    with _rss_lock:
+        _rss_updated = now
+        RESIDENT_MEMORY.set(_resident_bytes())
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered HTTP request and its latency (and keep the worker's RSS gauge fresh)."""
+    HTTP_REQUESTS.labels(endpoint=endpoint, method=method, status=str(status)).inc()
+    HTTP_DURATION.labels(endpoint=endpoint).observe(seconds)
+    update_process_metrics()
+
+
+def observe_prediction(model: str, digit: int, confidence: float) -> None:
+    """Count one prediction and its confidence."""
+    PREDICTIONS.labels(model=model, digit=str(digit)).inc()
+    CONFIDENCE.labels(model=model).observe(confidence)
+
+
+def observe_batch(model: str, size: int, seconds: float) -> None:
+    """One model call of `size` images that took `seconds`."""
+    BATCH_SIZE.labels(model=model).observe(size)
+    INFERENCE_DURATION.labels(model=model).observe(seconds)
+
+
+def observe_feedback(model: str, predicted: int, label: int) -> None:
+    """Feedback for a prediction: counts agreement, the live accuracy signal."""
+    FEEDBACK.labels(model=model, agreement="agree" if predicted == label else "disagree").inc()
+
+
+def set_model_info(model: str, version: str, accuracy: float) -> None:
+    """Announce a served model version (call once per loaded model in each worker)."""
+    MODEL_INFO.labels(model=model, version=version, accuracy=f"{accuracy:.4f}").set(1)
+
+
+def multiprocess_dir() -> str | None:
+    """prometheus_client's own variable: the one environment read outside Settings, because the library
+    decides its storage from it at import time."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def registry_for_scrape() -> CollectorRegistry:
+    """The registry `/metrics` renders: all workers merged in multiprocess mode, else this process."""
+    update_process_metrics(force=True)
+    if multiprocess_dir() is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every metric (serve with `CONTENT_TYPE`)."""
+    return generate_latest(registry_for_scrape())
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn `child_exit` hook: drop the `live*` gauge files of a worker that is gone."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)
