@@ -1,0 +1,39 @@
+"""Open the configured prediction store from `MNIST_STORE_URL`: the only place that knows every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from service.settings import Settings
+from service.store.base import Store
+
+
+class UnsupportedStore(ValueError):
+    """MNIST_STORE_URL names a scheme no backend handles, or is malformed."""
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///var/p.db` -> `var/p.db` (relative), `sqlite:////srv/p.db` -> `/srv/p.db` (absolute)."""
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise UnsupportedStore(
+            f"{url!r}: a sqlite URL has no host; use sqlite:///relative or sqlite:////absolute"
+        )
+    path = parts.path[1:]  # the third slash separates the (empty) host from the path
+    if not path:
+        raise UnsupportedStore(f"{url!r}: no database file; e.g. sqlite:///var/predictions.db")
+    return Path(path)
+
+
+def open_store(settings: Settings) -> Store:
+    """The store MNIST_STORE_URL points at, opened (schema created) and ready for writes."""
+    url = settings.store_url
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        from service.store.sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path(url))
+    raise UnsupportedStore(
+        f"MNIST_STORE_URL={url!r}: unsupported scheme {scheme!r}; use sqlite:///path or cassandra://host/keyspace"
+    )
