@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Prediction store
     store_url: str = Field(
         "sqlite:///var/predictions.db",
+        # STORE_URL too: the name deployments (and issue 4's docs) use for the Cassandra URL.
+        validation_alias=AliasChoices("MNIST_STORE_URL", "STORE_URL", "store_url"),
         description="sqlite:///path or cassandra://user:pass@host1,host2:9042/keyspace?dc=..&consistency=..",
     )
     write_queue_size: int = Field(10_000, ge=1, description="Records waiting for the store before overflow.")
