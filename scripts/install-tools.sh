@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the chart tools (helm, kubeconform) from source with `go install` into .cache/bin, once per machine:
+# a binary built from the same module version and flags is kept, so CI pays the minutes of compiling only on a
+# fresh host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+KUBECONFORM_VERSION="${KUBECONFORM_VERSION:-v0.8.0}"
+BIN_DIR="${TOOLS_BIN:-$PWD/.cache/bin}"
+mkdir -p "$BIN_DIR"
+
+command -v go >/dev/null || { echo "go is required to build helm and kubeconform (apt-get install golang)" >&2; exit 1; }
+
+# install <binary> <module@version/package> <ldflags>: builds unless the stamp next to the binary says it was
+# built from exactly this package, version and flags.
+install() {
+  local name="$1" target="$2" ldflags="$3"
+  local stamp="$BIN_DIR/.$name.stamp" want="$target $ldflags"
+  if [[ -x "$BIN_DIR/$name" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "$name: cached in $BIN_DIR ($target)"
+    return
+  fi
+  echo "building $name (go install $target) ..."
+  local started=$SECONDS
+  GOBIN="$BIN_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "$target"
+  echo "$want" >"$stamp"
+  echo "$name built in $((SECONDS - started))s"
+}
+
+# Helm's Makefile stamps its version and the Kubernetes minor it was built against (client-go v0.N -> 1.N); the
+# latter is the default cluster version of `helm template` and `helm lint`, which otherwise assume 1.20.
+helm_gomod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+client_go="$(awk '$1 == "k8s.io/client-go" {print $2}' "$helm_gomod")"
+k8s_minor="${client_go#v0.}"
+k8s_minor="${k8s_minor%%.*}"
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+done
+
+install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$helm_ldflags"
+install kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
+  "-s -w -X main.version=$KUBECONFORM_VERSION"
+echo "helm $("$BIN_DIR/helm" version --short), kubeconform $("$BIN_DIR/kubeconform" -v)"
