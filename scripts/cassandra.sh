@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# A real Apache Cassandra for development and tests, without Docker: the jars come from Maven Central
+# through mvn (cached in ~/.m2), the JVM is the installed Java 17, config is written here.
+#
+#   scripts/cassandra.sh up             one node on 127.0.0.1:9042 (PasswordAuthenticator, cassandra/cassandra)
+#   scripts/cassandra.sh down           stop it (SIGTERM: Cassandra drains, then exits)
+#   scripts/cassandra.sh kill           SIGKILL it (for fault tests; `up` restarts on the same data)
+#   scripts/cassandra.sh cluster-up     three nodes on 127.0.0.1, 127.0.0.2, 127.0.0.3 (same port)
+#   scripts/cassandra.sh cluster-down   stop them
+#   scripts/cassandra.sh stop-node N    stop node N of the cluster (1..3); cluster-up starts it again
+#   scripts/cassandra.sh status         which nodes run, and where
+#   scripts/cassandra.sh wipe           stop everything and delete all data
+#
+# Environment: CASSANDRA_VERSION (5.0.9), CASSANDRA_STATE (./var/cassandra), CASSANDRA_HEAP (1G; 512M per
+# cluster node), CASSANDRA_PORT (9042), CASSANDRA_START_TIMEOUT (180 s).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VERSION="${CASSANDRA_VERSION:-5.0.9}"
+STATE="${CASSANDRA_STATE:-$ROOT/var/cassandra}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mnist-service"
+PORT="${CASSANDRA_PORT:-9042}"
+START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
+DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+CLASSPATH_FILE="$CACHE/cassandra-$VERSION.classpath"
+
+log() { echo "cassandra: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- download (once) -------------------------------------------------------------------------------------
+
+# Maven Central publishes no binary tarball of Cassandra, only cassandra-all and its dependencies; mvn resolves
+# them into ~/.m2 and writes the classpath, which is cached so a second start skips mvn entirely.
+resolve_classpath() {
+  if [[ -s "$CLASSPATH_FILE" ]] && classpath_complete; then
+    return
+  fi
+  command -v mvn >/dev/null || die "mvn is not installed (apt-get install maven)"
+  mkdir -p "$CACHE"
+  local work
+  work="$(mktemp -d)"
+  cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.mnist-service</groupId>
+  <artifactId>cassandra-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.cassandra</groupId>
+      <artifactId>cassandra-all</artifactId>
+      <version>$VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+  log "resolving org.apache.cassandra:cassandra-all:$VERSION and its runtime dependencies with mvn (~70 MB, once)"
+  if ! (cd "$work" && mvn -B -ntp "$DEPENDENCY_PLUGIN:build-classpath" -DincludeScope=runtime \
+      -Dmdep.outputFile="$CLASSPATH_FILE.tmp" >"$work/mvn.log" 2>&1); then
+    tail -30 "$work/mvn.log" >&2
+    die "mvn could not resolve cassandra-all $VERSION (log above)"
+  fi
+  mv "$CLASSPATH_FILE.tmp" "$CLASSPATH_FILE"
+  rm -rf "$work"
+  log "cached the classpath in $CLASSPATH_FILE"
+}
+
+classpath_complete() {
+  local jar
+  IFS=: read -r -a jars <"$CLASSPATH_FILE"
+  for jar in "${jars[@]}"; do [[ -f "$jar" ]] || return 1; done
+}
+
+# --- configuration -----------------------------------------------------------------------------------------
+
+# node_dir N -> the folder holding node N's config, data, logs and pid ("single" for the one-node setup).
+node_dir() { echo "$STATE/$1"; }
+
+# write_config DIR ADDRESS SEEDS CLUSTER_NAME INITIAL_TOKEN AUTHENTICATOR
+write_config() {
+  local dir="$1" address="$2" seeds="$3" cluster="$4" token="$5" authenticator="$6"
+  mkdir -p "$dir"/{conf,data,commitlog,saved_caches,hints,cdc_raw,logs}
+  # Only what differs from Cassandra's defaults, plus what makes a test node start and stop fast.
+  cat >"$dir/conf/cassandra.yaml" <<EOF
+cluster_name: $cluster
+num_tokens: 1
+initial_token: $token
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "$seeds"
+listen_address: $address
+rpc_address: $address
+native_transport_port: $PORT
+storage_port: 7000
+start_native_transport: true
+authenticator: $authenticator
+authorizer: AllowAllAuthorizer
+role_manager: CassandraRoleManager
+data_file_directories:
+  - $dir/data
+commitlog_directory: $dir/commitlog
+saved_caches_directory: $dir/saved_caches
+hints_directory: $dir/hints
+cdc_raw_directory: $dir/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+commitlog_segment_size: 16MiB
+storage_compatibility_mode: NONE
+# Tests create and drop keyspaces all the time: no snapshot on drop/truncate.
+auto_snapshot: false
+concurrent_compactors: 1
+materialized_views_enabled: false
+sasi_indexes_enabled: false
+user_defined_functions_enabled: false
+EOF
+  cat >"$dir/conf/logback.xml" <<EOF
+<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>$dir/logs/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+  <logger name="org.apache.cassandra" level="INFO"/>
+</configuration>
+EOF
+}
+
+# --- processes -------------------------------------------------------------------------------------------
+
+pid_of() {
+  local pidfile="$1/cassandra.pid"
+  [[ -f "$pidfile" ]] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q CassandraDaemon "/proc/$pid/cmdline" 2>/dev/null \
+    && echo "$pid"
+}
+
+# start_node DIR ADDRESS HEAP [extra -D options...]
+start_node() {
+  local dir="$1" address="$2" heap="$3"
+  shift 3
+  if pid_of "$dir" >/dev/null; then
+    log "$address already running (pid $(pid_of "$dir"))"
+    return
+  fi
+  if port_open "$address" "$PORT"; then
+    die "something else already listens on $address:$PORT"
+  fi
+  local classpath jamm
+  classpath="$dir/conf:$(cat "$CLASSPATH_FILE")"
+  jamm="$(tr : '\n' <"$CLASSPATH_FILE" | grep '/jamm-[^/]*\.jar$' | head -1)"
+  # The JPMS and GC flags are those of Cassandra 5.0's conf/jvm17-server.options and jvm-server.options;
+  # AlwaysPreTouch is left out because it only slows a small test node's start.
+  local opts=(
+    -ea -da:net.openhft... -Xss256k -XX:+UseThreadPriorities -XX:+HeapDumpOnOutOfMemoryError
+    -XX:HeapDumpPath="$dir/logs" -XX:+UseTLAB -XX:+ResizeTLAB -XX:+PerfDisableSharedMem
+    -Djava.net.preferIPv4Stack=true
+    -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
+    -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
+    -Djdk.attach.allowAttachSelf=true
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+    --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+    --add-exports java.sql/java.sql=ALL-UNNAMED
+    --add-exports java.base/java.lang.ref=ALL-UNNAMED
+    --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+    --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+    --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+    --add-opens java.base/java.lang.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.math=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+    --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens java.base/java.io=ALL-UNNAMED
+    --add-opens java.base/java.lang.reflect=ALL-UNNAMED
+    --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+    --add-opens java.base/java.lang=ALL-UNNAMED
+    --add-opens java.base/java.util=ALL-UNNAMED
+    -Dio.netty.tryReflectionSetAccessible=true
+    -Dio.netty.allocator.useCacheForAllThreads=true
+    -Dio.netty.allocator.maxOrder=11
+    "-Xms$heap" "-Xmx$heap"
+    -javaagent:"$jamm"
+    -Dcassandra.config="file://$dir/conf/cassandra.yaml"
+    -Dlogback.configurationFile="$dir/conf/logback.xml"
+    -Dcassandra.logdir="$dir/logs"
+    -Dcassandra.storagedir="$dir"
+    -Dcassandra-foreground=yes
+    # Test-node shortcuts: no 30 s gossip settling or ring delay, the default superuser created at once.
+    -Dcassandra.skip_wait_for_gossip_to_settle=0
+    -Dcassandra.ring_delay_ms=1000
+    -Dcassandra.superuser_setup_delay_ms=0
+    "$@"
+  )
+  log "starting $address:$PORT (heap $heap, log $dir/logs/system.log)"
+  # setsid: the node must outlive the shell (and the test process) that started it.
+  setsid java "${opts[@]}" -cp "$classpath" org.apache.cassandra.service.CassandraDaemon \
+    >"$dir/logs/stdout.log" 2>&1 </dev/null &
+  echo $! >"$dir/cassandra.pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_for_cql DIR ADDRESS: until the native port accepts connections (Cassandra opens it last).
+wait_for_cql() {
+  local dir="$1" address="$2" start=$SECONDS
+  until port_open "$address" "$PORT"; do
+    if ! pid_of "$dir" >/dev/null; then
+      tail -20 "$dir/logs/stdout.log" >&2 || true
+      grep -E "ERROR|Exception" "$dir/logs/system.log" 2>/dev/null | tail -10 >&2 || true
+      die "the node at $address exited during startup (logs in $dir/logs)"
+    fi
+    if ((SECONDS - start > START_TIMEOUT)); then
+      die "$address:$PORT did not accept CQL connections within ${START_TIMEOUT}s (logs in $dir/logs)"
+    fi
+    if (((SECONDS - start) % 10 == 0 && SECONDS > start)); then
+      log "waiting for $address:$PORT ... $((SECONDS - start))s"
+    fi
+    sleep 1
+  done
+  log "$address:$PORT accepts CQL connections after $((SECONDS - start))s"
+}
+
+stop_node() {
+  local dir="$1" signal="${2:-TERM}" pid
+  if ! pid="$(pid_of "$dir")"; then
+    rm -f "$dir/cassandra.pid"
+    return
+  fi
+  log "stopping pid $pid with SIG$signal"
+  kill "-$signal" "$pid"
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 0.5
+    waited=$((waited + 1))
+    if ((waited == 120)); then
+      log "pid $pid still running after 60s; SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "$dir/cassandra.pid"
+}
+
+# Balanced Murmur3 tokens for N nodes with one token each: -2^63 + i * 2^64 / N.
+token_for() {
+  python3 -c "print(-2**63 + ($1 - 1) * 2**64 // $2)"
+}
+
+# --- commands --------------------------------------------------------------------------------------------
+
+cluster_running() {
+  local n
+  for n in 1 2 3; do pid_of "$(node_dir "node$n")" >/dev/null && return 0; done
+  return 1
+}
+
+cmd_up() {
+  command -v java >/dev/null || die "java is not installed (Java 17: apt-get install openjdk-17-jre-headless)"
+  cluster_running && die "the 3-node cluster is running on the same addresses; run: $0 cluster-down"
+  resolve_classpath
+  local dir
+  dir="$(node_dir single)"
+  local started=$SECONDS
+  if ! pid_of "$dir" >/dev/null; then
+    write_config "$dir" 127.0.0.1 127.0.0.1 mnist-dev "$(token_for 1 1)" PasswordAuthenticator
+  fi
+  start_node "$dir" 127.0.0.1 "${CASSANDRA_HEAP:-1G}"
+  wait_for_cql "$dir" 127.0.0.1
+  log "up in $((SECONDS - started))s: cassandra://cassandra:cassandra@127.0.0.1:$PORT/<keyspace>"
+}
+
+cmd_cluster_up() {
+  command -v java >/dev/null || die "java is not installed (Java 17: apt-get install openjdk-17-jre-headless)"
+  pid_of "$(node_dir single)" >/dev/null && die "the single node runs on 127.0.0.1:$PORT; run: $0 down"
+  resolve_classpath
+  local started=$SECONDS n address dir
+  # The seed first; the others join it together (fixed tokens, no bootstrap streaming on an empty cluster).
+  for n in 1 2 3; do
+    address="127.0.0.$n"
+    dir="$(node_dir "node$n")"
+    # AllowAllAuthenticator: with system_auth at RF=1 a stopped node would take logins down with it.
+    pid_of "$dir" >/dev/null || write_config "$dir" "$address" 127.0.0.1 mnist-cluster "$(token_for "$n" 3)" \
+      AllowAllAuthenticator
+    start_node "$dir" "$address" "${CASSANDRA_HEAP:-512M}" -Dcassandra.consistent.rangemovement=false \
+      -Dcassandra.auto_bootstrap=false
+    if ((n == 1)); then wait_for_cql "$dir" "$address"; fi
+  done
+  for n in 2 3; do wait_for_cql "$(node_dir "node$n")" "127.0.0.$n"; done
+  log "cluster up in $((SECONDS - started))s: cassandra://127.0.0.1,127.0.0.2,127.0.0.3:$PORT/<keyspace>"
+}
+
+cmd_status() {
+  local name dir pid any=0
+  for name in single node1 node2 node3; do
+    dir="$(node_dir "$name")"
+    if pid="$(pid_of "$dir")"; then
+      local address
+      address="$(awk '/^listen_address:/ {print $2}' "$dir/conf/cassandra.yaml")"
+      if port_open "$address" "$PORT"; then
+        echo "$name: running (pid $pid), CQL on $address:$PORT"
+      else
+        echo "$name: starting (pid $pid), CQL not yet on $address:$PORT"
+      fi
+      any=1
+    fi
+  done
+  ((any)) || echo "no Cassandra node running (state in $STATE)"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) stop_node "$(node_dir single)" TERM ;;
+  kill) stop_node "$(node_dir single)" KILL ;;
+  cluster-up) cmd_cluster_up ;;
+  cluster-down) for n in 3 2 1; do stop_node "$(node_dir "node$n")" TERM; done ;;
+  stop-node)
+    [[ "${2:-}" =~ ^[123]$ ]] || die "usage: $0 stop-node 1|2|3"
+    stop_node "$(node_dir "node$2")" TERM
+    ;;
+  status) cmd_status ;;
+  wipe)
+    stop_node "$(node_dir single)" TERM
+    for n in 3 2 1; do stop_node "$(node_dir "node$n")" TERM; done
+    rm -rf "$STATE"
+    log "removed $STATE"
+    ;;
+  *)
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
