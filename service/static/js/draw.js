@@ -34,6 +34,7 @@
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
     hasInk = false;
+    dropzone.classList.remove("inked");
   }
 
   function point(event) {
@@ -59,6 +60,7 @@
     drawing = { id: event.pointerId, ...p };
     dot(p);
     hasInk = true;
+    dropzone.classList.add("inked");
     window.clearTimeout(liveTimer);
   });
 
@@ -112,6 +114,7 @@
     photo.src = URL.createObjectURL(blob);
     photo.hidden = false;
     pad.hidden = true;
+    dropzone.classList.add("inked");
     predict();
   }
 
