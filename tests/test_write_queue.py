@@ -1,0 +1,141 @@
+"""The write-behind queue in front of a real SQLite store: batching, overflow, retries, drain."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from service.store.queue import WriteQueue
+from service.store.sqlite import SqliteStore
+from tests.test_store_contract import T0, make_record
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "p.db")
+
+
+def test_every_queued_record_is_stored_by_drain(store: SqliteStore) -> None:
+    q = WriteQueue(store, maxsize=1000).start()
+    recs = [make_record(T0 + timedelta(milliseconds=i)) for i in range(500)]
+    for rec in recs:
+        q.put(rec)
+    q.drain(timeout=30)
+    assert q.depth == 0
+    assert q.written == 500
+    assert {r.id for r in store.list(limit=1000)} == {r.id for r in recs}
+
+
+def test_drain_writes_what_a_never_started_queue_holds_and_says_how_many(store: SqliteStore) -> None:
+    q = WriteQueue(store, maxsize=100)
+    for i in range(40):
+        q.put(make_record(T0 + timedelta(milliseconds=i)))
+    assert q.depth == 40
+    assert store.list(limit=100) == []
+    assert q.drain(timeout=30) == 40
+    assert len(store.list(limit=100)) == 40
+
+
+def test_records_are_written_in_batches_of_up_to_batch_size(store: SqliteStore) -> None:
+    writes = "mnist_store_write_duration_seconds_count"
+    before = sample(writes, backend="sqlite")
+    q = WriteQueue(store, maxsize=1000, batch_size=256)
+    for i in range(1000):
+        q.put(make_record(T0 + timedelta(milliseconds=i)))
+    q.start().drain(timeout=30)
+    assert sample(writes, backend="sqlite") - before == 4  # 256 + 256 + 256 + 232
+    assert len(store.list(limit=2000)) == 1000
+
+
+def test_a_full_queue_writes_in_the_caller_counts_and_logs_the_overflow(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    overflow = "mnist_write_queue_overflow_total"
+    before = sample(overflow)
+    q = WriteQueue(store, maxsize=5)  # not started: the queue fills up
+    recs = [make_record(T0 + timedelta(milliseconds=i)) for i in range(12)]
+    with caplog.at_level(logging.WARNING, logger="service.store.queue"):
+        for rec in recs:
+            q.put(rec)
+    assert sample(overflow) - before == 7
+    assert "write queue full" in caplog.text
+    assert len(store.list(limit=100)) == 7  # the overflow, stored synchronously
+    assert q.pending(recs[0].id) == recs[0]  # still queued, yet findable
+    q.drain(timeout=30)
+    assert {r.id for r in store.list(limit=100)} == {r.id for r in recs}
+    assert q.pending(recs[0].id) is None
+
+
+def test_the_depth_gauge_follows_the_queue(store: SqliteStore) -> None:
+    q = WriteQueue(store, maxsize=100)
+    for i in range(9):
+        q.put(make_record(T0 + timedelta(milliseconds=i)))
+    assert sample("mnist_write_queue_depth") == 9
+    q.drain(timeout=30)
+    assert sample("mnist_write_queue_depth") == 0
+
+
+def test_a_locked_store_is_retried_until_it_takes_the_records(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "p.db", busy_timeout_s=0.05)
+    errors = "mnist_store_errors_total"
+    before = sample(errors, backend="sqlite", operation="write")
+    blocker = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    q = WriteQueue(store, maxsize=100, retries=50, backoff_s=0.01, max_backoff_s=0.05).start()
+    recs = [make_record(T0 + timedelta(milliseconds=i)) for i in range(20)]
+    for rec in recs:
+        q.put(rec)
+    deadline = time.monotonic() + 10
+    while sample(errors, backend="sqlite", operation="write") - before < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sample(errors, backend="sqlite", operation="write") - before >= 2
+    assert q.flush(timeout=0.05) is False
+    blocker.execute("ROLLBACK")
+    assert q.flush(timeout=10) is True
+    q.drain(timeout=10)
+    assert {r.id for r in store.list(limit=100)} == {r.id for r in recs}
+    blocker.close()
+
+
+def test_one_unwritable_record_does_not_hold_back_the_others_and_is_logged_with_its_id(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = [make_record(T0 + timedelta(milliseconds=i)) for i in range(10)]
+    poison = make_record(extra={"not json": {1, 2}})  # a set cannot be serialised
+    q = WriteQueue(store, maxsize=100, retries=2, backoff_s=0.01)
+    for rec in [*good[:5], poison, *good[5:]]:
+        q.put(rec)
+    with caplog.at_level(logging.ERROR, logger="service.store.queue"):
+        assert q.drain(timeout=30) == 10
+    assert q.failed == 1
+    assert str(poison.id) in caplog.text
+    assert {r.id for r in store.list(limit=100)} == {r.id for r in good}
+
+
+def test_puts_from_many_threads_during_drain_are_all_stored(store: SqliteStore) -> None:
+    q = WriteQueue(store, maxsize=50).start()
+    recs = [make_record(T0 + timedelta(milliseconds=i)) for i in range(800)]
+
+    def put_all(part: list) -> None:
+        for rec in part:
+            q.put(rec)
+
+    threads = [threading.Thread(target=put_all, args=(recs[n::8],)) for n in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.01)
+    q.drain(timeout=30)  # puts that arrive after this are written synchronously
+    for t in threads:
+        t.join()
+    assert {r.id for r in store.list(limit=1000)} == {r.id for r in recs}
