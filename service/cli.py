@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from service import __version__
@@ -11,6 +13,107 @@ from service import __version__
 @click.version_option(__version__, prog_name="mnist")
 def main() -> None:
     """Train, evaluate and serve MNIST digit models; manage the prediction store."""
+
+
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with the four MNIST *-ubyte.gz files [default: MNIST_DATA_DIR or data/mnist].",
+)
+
+
+@main.command()
+@_data_dir_option
+def download(data_dir: Path | None) -> None:
+    """Download the four MNIST files (checksum-verified) into the data folder."""
+    from service.download import download_mnist
+    from service.errors import DataError
+    from service.settings import Settings
+
+    target = data_dir or Settings().data_dir
+    try:
+        download_mnist(target)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"MNIST files verified in {target}")
+
+
+@main.command()
+@click.option("--model", "name", type=click.Choice(["softmax", "cnn"]), required=True, help="Architecture.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seeds every random choice.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model folder [default: MNIST_MODEL_DIR or models].")  # fmt: skip
+@_data_dir_option
+@click.option("--download", "fetch", is_flag=True, help="Download the MNIST files first if missing.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Train on the first N images only (tests).")  # fmt: skip
+def train(
+    name: str,
+    epochs: int | None,
+    batch_size: int | None,
+    seed: int,
+    out: Path | None,
+    data_dir: Path | None,
+    fetch: bool,
+    limit: int | None,
+) -> None:
+    """Train a model and write models/<name>/<next version>/ (model, TFLite export, metadata, plots)."""
+    import logging
+    import shlex
+    import sys
+
+    from service.errors import DataError
+    from service.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = Settings()
+    data_dir = data_dir or settings.data_dir
+    try:
+        if fetch:
+            from service.download import download_mnist
+
+            download_mnist(data_dir)
+        from service.train import train as run_training
+
+        artifact = run_training(
+            name,
+            data_dir=data_dir,
+            out_dir=out or settings.model_dir,
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            limit=limit,
+            command=shlex.join(["mnist", *sys.argv[1:]]),
+        )
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{artifact.path}: test accuracy {artifact.accuracy:.2%} "
+        f"in {artifact.metadata['training_seconds']:.0f} s of training"
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_data_dir_option
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="LiteRT threads.")
+def evaluate(path: Path, data_dir: Path | None, threads: int) -> None:
+    """Re-measure an artifact's model.tflite on the 10k test set; exit 1 below its threshold."""
+    from service.artifacts import ArtifactError
+    from service.errors import DataError
+    from service.evaluate import evaluate_artifact, report
+    from service.settings import Settings
+
+    try:
+        result = evaluate_artifact(path, data_dir or Settings().data_dir, threads=threads)
+    except (ArtifactError, DataError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report(result))
+    if not result.passed:
+        raise SystemExit(1)
 
 
 @main.group()
