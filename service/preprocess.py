@@ -1,0 +1,257 @@
+"""Image bytes -> 28x28 MNIST-style array, made the way MNIST itself was made.
+
+MNIST digits are white ink on black, cropped to the ink, scaled (anti-aliased) so the longer side is 20 px,
+then placed in a 28x28 field with the centre of mass at the centre. Each step below is one small function;
+`preprocess` runs them in order and keeps every intermediate image so a person can see what the model saw.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from service.errors import BadImage, NoDigitFound, TooLarge
+
+# Pillow format name -> MIME type; anything else is refused before decoding ("MPO" is a phone camera JPEG).
+FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+}
+
+SIDE = 28  # output field
+BOX = 20  # the digit's longer side inside the field
+WORK_SIDE = 320  # larger photos are box-reduced to about this first: a 20 px digit needs no more
+MIN_CONTRAST = 32  # ink must differ from the paper by this many gray levels (of 255), else the image is blank
+NOISE_SIGMAS = 3.0  # paper brighter than its median by fewer noise sigmas than this is still paper
+INK_QUANTILE = 0.75  # this quantile of the ink becomes full white (MNIST strokes have a saturated core)
+MIN_NEIGHBOURS = 3  # an ink pixel with fewer ink pixels in its 3x3 neighbourhood (itself included) is a speck
+MIN_DIGIT_FRACTION = 1 / 40  # ink spanning less than this of the image's longer side is no digit
+FRINGE_FRACTION = 0.02  # anti-aliased fringe kept around the core's bounding box, as a fraction of its side
+RESAMPLE = Image.Resampling.LANCZOS  # anti-aliased and sharp, like the strokes MNIST kept
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """The model input plus every intermediate image (uint8, 2-D) in pipeline order."""
+
+    array: np.ndarray  # float32 [28, 28], 0..1, white ink on black
+    mime: str
+    steps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Paper:
+    """What the image's border says about the background: its gray level and noise."""
+
+    level: float
+    sigma: float
+
+
+def preprocess(data: bytes, *, max_bytes: int, max_pixels: int) -> Preprocessed:
+    """Decode `data` and turn it into an MNIST-style digit; raises BadImage, NoDigitFound or TooLarge."""
+    check_size(data, max_bytes)
+    image = open_image(data, max_pixels)
+    mime = FORMATS[str(image.format)]
+    gray = to_grayscale(load_first_frame(image))
+    steps: dict[str, np.ndarray] = {"decoded": gray}
+
+    paper = estimate_paper(gray)
+    ink, paper = to_white_on_black(gray, paper)
+    steps["ink"] = ink
+    clean = suppress_background(ink, paper)
+    steps["background_removed"] = _to_uint8(clean)
+    top, bottom, left, right = ink_bounding_box(clean)
+    cropped = clean[top:bottom, left:right]
+    steps["cropped"] = _to_uint8(cropped)
+    scaled = scale_to_box(cropped, BOX)
+    steps["scaled"] = _to_uint8(scaled)
+    array = center_by_mass(scaled, SIDE)
+    steps["centered"] = _to_uint8(array)
+    return Preprocessed(array=array, mime=mime, steps=steps)
+
+
+def check_size(data: bytes, max_bytes: int) -> None:
+    """Refuse empty or oversized bodies before any decoding work."""
+    if not data:
+        raise BadImage("empty image: the request carried no bytes")
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is {len(data)} bytes, the limit is {max_bytes}")
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Identify the format and read the header only, refusing images with too many pixels before decoding."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=tuple(FORMATS))
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"image has too many pixels: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise BadImage(
+            f"not a readable image (accepted formats: PNG, JPEG, GIF, BMP, WebP, TIFF): {exc}"
+        ) from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise TooLarge(f"image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}")
+    if width < 1 or height < 1:
+        raise BadImage(f"image has no pixels ({width}x{height})")
+    return image
+
+
+def load_first_frame(image: Image.Image) -> Image.Image:
+    """Decode the first frame, upright per its EXIF orientation; large JPEGs decode at a reduced scale."""
+    if image.format in ("JPEG", "MPO"):
+        # libjpeg scales by 1/2, 1/4 or 1/8 while decoding: far cheaper than shrinking afterwards.
+        image.draft("L", (WORK_SIDE, WORK_SIDE))
+    try:
+        image.seek(0)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"image has too many pixels: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise BadImage(f"image data is truncated or corrupt: {exc}") from exc
+    return image
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """Any mode -> 8-bit gray at the working size; transparency is composited onto white paper."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(image, dtype=np.float32)
+        gray = Image.fromarray(np.clip(wide / 257.0, 0, 255).astype(np.uint8))
+    elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # A canvas drawing is black strokes on transparent pixels: transparent means paper.
+        rgba = image.convert("RGBA")
+        gray = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
+    elif image.mode in ("1", "L", "P", "RGB"):
+        gray = image.convert("L")
+    else:  # CMYK, YCbCr, F, ...
+        gray = image.convert("RGB").convert("L")
+    factor = -(-max(gray.size) // WORK_SIDE)
+    if factor > 1:
+        gray = gray.reduce(factor)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def estimate_paper(gray: np.ndarray) -> Paper:
+    """The background's gray level and noise, from the border (a digit rarely touches all four edges)."""
+    height, width = gray.shape
+    ring = max(1, min(height, width) // 20)
+    border = np.concatenate(
+        [gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()]
+    )
+    level = float(np.median(border))
+    mad = float(np.median(np.abs(border.astype(np.float32) - level)))
+    return Paper(level=level, sigma=1.4826 * mad)
+
+
+def to_white_on_black(gray: np.ndarray, paper: Paper) -> tuple[np.ndarray, Paper]:
+    """Make the ink bright: if the pixels that differ from the paper are mostly darker, invert."""
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    margin = NOISE_SIGMAS * paper.sigma
+    darker = float(hist @ np.maximum(paper.level - margin - levels, 0))
+    lighter = float(hist @ np.maximum(levels - paper.level - margin, 0))
+    if darker > lighter:
+        return 255 - gray, Paper(level=255 - paper.level, sigma=paper.sigma)
+    return gray, paper
+
+
+def suppress_background(ink: np.ndarray, paper: Paper) -> np.ndarray:
+    """Stretch paper..ink to 0..1: the paper (and its noise) becomes 0, the ink's core 1, edges stay gray."""
+    low = paper.level + NOISE_SIGMAS * paper.sigma
+    above = ink[ink > low]
+    if above.size == 0:
+        raise NoDigitFound("no digit found: the image is blank")
+    threshold = otsu_threshold(above)
+    high = float(np.quantile(above[above >= threshold], INK_QUANTILE))
+    if high - low < MIN_CONTRAST:
+        raise NoDigitFound(
+            f"no digit found: the ink differs from the paper by {max(high - low, 0):.0f} gray levels,"
+            f" at least {MIN_CONTRAST} are needed"
+        )
+    stretched = (ink.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(stretched, 0, 1, out=stretched)
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of 8-bit values: the level that best splits them into two classes."""
+    hist = np.bincount(values.ravel().astype(np.uint8), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    weight = np.cumsum(hist)
+    mass = np.cumsum(hist * levels)
+    total, total_mass = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mass * weight - total * mass) ** 2 / (weight * (total - weight))
+    between[~np.isfinite(between)] = -1
+    return float(np.argmax(between) + 1)
+
+
+def ink_bounding_box(clean: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the digit: its core without isolated specks, plus the faint fringe."""
+    core = (clean >= 0.5).astype(np.uint8)
+    core = core & (_neighbour_count(core) >= MIN_NEIGHBOURS)
+    rows = np.flatnonzero(core.any(axis=1))
+    cols = np.flatnonzero(core.any(axis=0))
+    height, width = clean.shape
+    min_span = max(3, MIN_DIGIT_FRACTION * max(height, width))
+    if rows.size == 0 or max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 < min_span:
+        raise NoDigitFound("no digit found: only specks or noise")
+    # Anti-aliased edges below the core threshold belong to the digit (MNIST's 20 px box includes them).
+    pad = 2 + round(FRINGE_FRACTION * max(rows[-1] - rows[0], cols[-1] - cols[0]))
+    top, bottom = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, height)
+    left, right = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, width)
+    window = clean[top:bottom, left:right] > 0
+    rows = np.flatnonzero(window.any(axis=1))
+    cols = np.flatnonzero(window.any(axis=0))
+    return top + int(rows[0]), top + int(rows[-1]) + 1, left + int(cols[0]), left + int(cols[-1]) + 1
+
+
+def _neighbour_count(mask: np.ndarray) -> np.ndarray:
+    """How many pixels of each 3x3 neighbourhood are set (the pixel itself included)."""
+    padded = np.pad(mask, 1)
+    height, width = mask.shape
+    count = np.zeros(mask.shape, dtype=np.uint8)
+    for dy in range(3):
+        for dx in range(3):
+            count += padded[dy : dy + height, dx : dx + width]
+    return count
+
+
+def scale_to_box(digit: np.ndarray, box: int) -> np.ndarray:
+    """Resize so the longer side is `box` px, keeping the aspect ratio, with anti-aliasing."""
+    height, width = digit.shape
+    scale = box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return digit
+    resized = Image.fromarray(digit.astype(np.float32)).resize(size, RESAMPLE)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+
+
+def center_by_mass(digit: np.ndarray, side: int) -> np.ndarray:
+    """Place the digit in a side x side field so its centre of mass is at the field's centre, as MNIST did."""
+    height, width = digit.shape
+    mass = float(digit.sum())
+    rows = np.arange(height, dtype=np.float32)
+    cols = np.arange(width, dtype=np.float32)
+    cy = float(digit.sum(axis=1) @ rows) / mass
+    cx = float(digit.sum(axis=0) @ cols) / mass
+    top = min(max(round(side / 2 - cy), 0), side - height)
+    left = min(max(round(side / 2 - cx), 0), side - width)
+    field_ = np.zeros((side, side), dtype=np.float32)
+    field_[top : top + height, left : left + width] = digit
+    return field_
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """A 0..1 float image as 0..255 bytes for display."""
+    return np.rint(array * 255).astype(np.uint8)
