@@ -28,6 +28,7 @@ from service.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
+TRAINING_CODE = [f"service/{m}.py" for m in ("train", "models", "data", "runtime", "artifacts", "plots")]
 MAX_EXPORT_DRIFT = 0.0005  # the TFLite export must score within 0.05 points of the Keras model
 
 
@@ -264,13 +265,13 @@ def _file_info(path: Path) -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
-    """The checkout's commit, with '-dirty' if tracked files under service/ differ from it."""
+    """The checkout's commit, with '-dirty' if the code that decides training differs from it."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "service"],
+            ["git", "status", "--porcelain", "--", *TRAINING_CODE],
             cwd=ROOT,
             capture_output=True,
             text=True,
