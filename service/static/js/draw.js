@@ -24,6 +24,7 @@
   let predictions = []; // the current results, for feedback
   let inFlight = null;
   let liveTimer = null;
+  let answered = 0; // predictions shown so far: tests and tools wait on body[data-answered]
 
   function resetPad() {
     ctx.fillStyle = "#000";
@@ -134,7 +135,7 @@
     const seen = paintPixels(el("canvas", { class: "seen", "aria-hidden": "true" }), result.input || []);
     return el(
       "article",
-      { class: "result", "data-model": result.model, "aria-label": `Model ${title}` },
+      { class: "result", "data-model": result.model, "data-id": result.id, "aria-label": `Model ${title}` },
       el("h3", { text: title }),
       el(
         "div",
@@ -168,6 +169,7 @@
     const failed = outcomes.filter((o) => o.status === "rejected").map((o) => o.reason);
     predictions = ok;
     results.replaceChildren(...ok.map(resultCard));
+    document.body.dataset.answered = String(++answered);
     if (!ok.length) {
       status.textContent = failed.length ? `Could not predict: ${failed[0].message}` : "No model answered.";
       feedback.hidden = true;

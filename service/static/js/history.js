@@ -56,6 +56,9 @@
         el("span", { class: "entry-model", text: `${record.model} v${record.version}` }),
         el("time", { datetime: record.created, text: when(record.created) }),
         verdict,
+        record.image_url
+          ? el("a", { class: "original", href: record.image_url, target: "_blank", text: "original upload" })
+          : null,
       ),
     );
   }
