@@ -1,0 +1,508 @@
+"""`make bench`: load-test the real server with wrk and write BENCHMARKS.md.
+
+Starts `mnist serve` (gunicorn, SQLite store in a temporary folder), drives it from wrk (a separate process,
+scripts/bench.lua) posting MNIST test digits as PNG uploads at several concurrencies per model, and compares
+with the same model's in-process batched throughput (the ceiling). Also measures the store's write path and
+the server's resident memory, and checks that every answered prediction was recorded after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.artifacts import latest  # noqa: E402
+from service.data import load_mnist  # noqa: E402
+from service.runtime import TFLiteModel  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.store.base import PredictionRecord  # noqa: E402
+from service.store.queue import WriteQueue  # noqa: E402
+from service.store.sqlite import SqliteStore  # noqa: E402
+
+LUA = ROOT / "scripts" / "bench.lua"
+TARGET_P50_MS = 5.0
+TARGET_CNN_RPS_AT_32 = 1000.0
+TARGET_RATIO = 0.5
+
+
+@dataclass
+class Run:
+    model: str
+    concurrency: int
+    result: dict[str, Any]
+
+    @property
+    def seconds(self) -> float:
+        return float(self.result["duration_us"]) / 1e6
+
+    @property
+    def ok(self) -> int:
+        return int(self.result["requests"]) - int(self.result["http_errors"])
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.seconds
+
+    def ms(self, key: str) -> float:
+        return float(self.result[key]) / 1000
+
+    @property
+    def errors(self) -> int:
+        r = self.result
+        return sum(
+            int(r[k]) for k in ("http_errors", "connect_errors", "read_errors", "write_errors", "timeouts")
+        )
+
+
+@dataclass
+class Report:
+    command: str
+    settings: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+    ceilings: dict[str, dict[int, float]] = field(default_factory=dict)
+    preprocess_ms: float = 0.0
+    rss: dict[str, int] = field(default_factory=dict)
+    writes: dict[str, float] = field(default_factory=dict)
+    recorded: dict[str, int] = field(default_factory=dict)
+    sanity: dict[str, str] = field(default_factory=dict)
+    loadavg: list[str] = field(default_factory=list)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- inputs ---
+
+
+def write_pngs(data_dir: Path, folder: Path, count: int) -> tuple[list[bytes], list[int]]:
+    """The first `count` MNIST test digits as PNG files 0.png .. (white ink on black, 28x28, as in MNIST)."""
+    mnist = load_mnist(data_dir)
+    pngs: list[bytes] = []
+    for i in range(count):
+        buf = io.BytesIO()
+        Image.fromarray(mnist.test_images[i], mode="L").save(buf, format="PNG")
+        (folder / f"{i}.png").write_bytes(buf.getvalue())
+        pngs.append(buf.getvalue())
+    return pngs, [int(x) for x in mnist.test_labels[:count]]
+
+
+# --- the server ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (gunicorn master + workers), from /proc."""
+    found = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found += process_tree(int(child))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def server_rss(pid: int) -> dict[str, int]:
+    pids = process_tree(pid)
+    per = {p: rss_bytes(p) for p in pids}
+    return {"total": sum(per.values()), "master": per[pid], "processes": len(pids)}
+
+
+def start_server(env: dict[str, str], url: str, log_path: Path) -> subprocess.Popen[bytes]:
+    mnist = shutil.which("mnist", path=str(Path(sys.executable).parent)) or "mnist"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([mnist, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"mnist serve exited with {proc.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    proc.terminate()
+    raise SystemExit(f"server not ready within 120 s; see {log_path}")
+
+
+def post_png(url: str, png: bytes) -> dict[str, Any]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="d.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def run_wrk(
+    url: str, png_dir: Path, count: int, path: str, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    threads = min(concurrency, 2)
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(png_dir),
+        str(count),
+        path,
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    line = [x for x in out.splitlines() if x.startswith("{")][-1]
+    return dict(json.loads(line))
+
+
+# --- in-process measurements ---
+
+
+def ceiling(tflite: Path, images: np.ndarray, threads: int, batch: int, seconds: float = 3.0) -> float:
+    """Images/s of the bare model on batches of `batch`: what HTTP serving could reach at best."""
+    model = TFLiteModel.load(tflite, threads=threads)
+    model.predict(images[:batch])
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for i in range(0, len(images) - batch + 1, batch):
+            model.predict(images[i : i + batch])
+            done += batch
+    return done / (time.perf_counter() - started)
+
+
+def preprocess_ms(pngs: list[bytes], settings: Settings) -> float:
+    """Mean single-thread time to turn one upload into the 28x28 model input."""
+    from service.preprocess import preprocess
+
+    started = time.perf_counter()
+    rounds = 5
+    for _ in range(rounds):
+        for png in pngs:
+            preprocess(png, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+    return (time.perf_counter() - started) * 1000 / (rounds * len(pngs))
+
+
+def write_path(folder: Path, pngs: list[bytes]) -> dict[str, float]:
+    """Records/s into SQLite: one transaction per record, batches of 256, and through the write queue."""
+
+    def records(n: int) -> list[PredictionRecord]:
+        now = datetime.now(UTC)
+        probs = tuple([0.1] * 10)
+        return [
+            PredictionRecord(
+                id=uuid.uuid4(),
+                created=now,
+                model="cnn",
+                version="1",
+                digit=i % 10,
+                confidence=0.9,
+                probabilities=probs,
+                pixels=bytes(784),
+                latency_ms=1.0,
+                image=pngs[i % len(pngs)],
+                image_type="image/png",
+                client="127.0.0.1",
+                request_id=uuid.uuid4().hex,
+            )
+            for i in range(n)
+        ]
+
+    result: dict[str, float] = {}
+    store = SqliteStore(folder / "writes.db")
+    recs = records(2000)
+    started = time.perf_counter()
+    for rec in recs:
+        store.record(rec)
+    result["single"] = len(recs) / (time.perf_counter() - started)
+    recs = records(20_000)
+    started = time.perf_counter()
+    for i in range(0, len(recs), 256):
+        store.record_many(recs[i : i + 256])
+    result["batch256"] = len(recs) / (time.perf_counter() - started)
+    recs = records(20_000)
+    queue = WriteQueue(store, maxsize=len(recs)).start()
+    started = time.perf_counter()
+    for rec in recs:
+        queue.put(rec)
+    queue.drain(timeout=120)
+    result["queue"] = len(recs) / (time.perf_counter() - started)
+    store.close()
+    return result
+
+
+# --- the report ---
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )  # fmt: skip
+    return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return git("rev-parse", "--short", "HEAD") + dirty
+
+
+def render(report: Report) -> str:
+    s = report.settings
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (scripts/bench.py); numbers are from the last run, on a machine whose",
+        "cores are shared by the server *and* the load generator (wrk), so they are a floor, not a ceiling.",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; commit {git_commit()}",
+        f"- Machine: {machine()}; load average before the run: {' '.join(report.loadavg)}",
+        f"- Command: `{report.command}`",
+        f"- Server: `mnist serve`, gunicorn {s['workers']} workers x {s['threads']} threads, micro-batch "
+        f"<= {s['max_batch_size']} images / {s['max_batch_wait_ms']} ms, LiteRT "
+        f"{s['inference_threads']} thread(s) per worker, SQLite store (write-behind queue), JSON access log.",
+        f"- Load: wrk {s['seconds']:g} s per row after a warm-up, POST /predict?model=<m> with one of "
+        f"{s['pngs']} MNIST test digits as a PNG multipart upload per request (closed loop: each connection "
+        "sends its next request when the answer arrives).",
+        "",
+        "## HTTP",
+        "",
+        "| model | concurrency | predictions/s | p50 ms | p90 ms | p99 ms | max ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.runs:
+        lines.append(
+            f"| {r.model} | {r.concurrency} | {r.rps:,.0f} | {r.ms('p50_us'):.2f} | {r.ms('p90_us'):.2f} "
+            f"| {r.ms('p99_us'):.2f} | {r.ms('max_us'):.1f} | {r.errors} |"
+        )
+    lines += [
+        "",
+        "## Against the in-process ceiling",
+        "",
+        f"The ceiling is the bare model (`TFLiteModel.predict`) on batches of 32 and 64 in one process with "
+        f"{s['ceiling_threads']} LiteRT threads (the server's total: workers x inference threads), no HTTP, "
+        f"no image decoding. Decoding and preprocessing one PNG upload costs {report.preprocess_ms:.3f} ms "
+        "on one core, on top of the model, in the server.",
+        "",
+        "| model | ceiling, batch 32 (img/s) | ceiling, batch 64 | HTTP, best (pred/s) | HTTP / ceiling |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for model, by_batch in report.ceilings.items():
+        best = max((r.rps for r in report.runs if r.model == model), default=0.0)
+        top = max(by_batch.values())
+        lines.append(
+            f"| {model} | {by_batch[32]:,.0f} | {by_batch[64]:,.0f} | {best:,.0f} | {best / top:.0%} |"
+        )
+    rss = report.rss
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for model in report.ceilings:
+        c1 = next((r for r in report.runs if r.model == model and r.concurrency == 1), None)
+        if c1:
+            lines.append(
+                f"| {model}: p50 <= {TARGET_P50_MS:g} ms at concurrency 1 | {c1.ms('p50_us'):.2f} ms "
+                f"| {'yes' if c1.ms('p50_us') <= TARGET_P50_MS else 'no'} |"
+            )
+    cnn32 = next((r for r in report.runs if r.model == "cnn" and r.concurrency == 32), None)
+    if cnn32:
+        lines.append(
+            f"| cnn: >= {TARGET_CNN_RPS_AT_32:,.0f} predictions/s at concurrency 32 | {cnn32.rps:,.0f}/s "
+            f"| {'yes' if cnn32.rps >= TARGET_CNN_RPS_AT_32 else 'no'} |"
+        )
+    for model, by_batch in report.ceilings.items():
+        best = max((r.rps for r in report.runs if r.model == model), default=0.0)
+        ratio = best / max(by_batch.values())
+        lines.append(
+            f"| {model}: HTTP >= {TARGET_RATIO:.0%} of the in-process ceiling | {ratio:.0%} "
+            f"| {'yes' if ratio >= TARGET_RATIO else 'no'} |"
+        )
+    lines += [
+        f"| server RSS reported | {rss.get('total', 0) / 2**20:,.0f} MiB in {rss.get('processes', 0)} "
+        f"processes (master {rss.get('master', 0) / 2**20:,.0f} MiB), after the load | yes |",
+        "",
+        "## Write path (SQLite, in process)",
+        "",
+        "| how | records/s |",
+        "|---|---:|",
+        f"| `record()`, one transaction per record | {report.writes.get('single', 0):,.0f} |",
+        f"| `record_many()`, 256 per transaction | {report.writes.get('batch256', 0):,.0f} |",
+        f"| `WriteQueue.put()`, then `drain()` (the server's path) | {report.writes.get('queue', 0):,.0f} |",
+        "",
+        f"After SIGTERM the server had recorded {report.recorded.get('stored', 0):,} predictions; wrk "
+        f"counted {report.recorded.get('answered', 0):,} answered ones (wrk does not count requests still "
+        "in flight when a run ends, so stored >= answered means none was lost). "
+        f"Shutdown (drain included) took {report.recorded.get('shutdown_ms', 0) / 1000:.1f} s.",
+        "",
+        f"Sanity check before the load: {'; '.join(f'{m}: {v}' for m, v in report.sanity.items())}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="softmax,cnn", help="comma-separated model names")
+    parser.add_argument("--concurrency", default="1,8,32,64", help="comma-separated connection counts")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn workers [MNIST_WORKERS or 2]")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker [MNIST_THREADS or 8]")
+    parser.add_argument("--pngs", type=int, default=200, help="distinct test digits to cycle through")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: scripts/install-system-deps.sh (Debian package wrk)")
+
+    base = Settings()
+    models = [m for m in args.models.split(",") if m]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
+    png_dir = tmp / "pngs"
+    png_dir.mkdir()
+    pngs, labels = write_pngs(base.data_dir, png_dir, args.pngs)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "MNIST_HOST": "127.0.0.1",
+        "MNIST_PORT": str(port),
+        "MNIST_STORE_URL": f"sqlite:///{tmp / 'predictions.db'}",
+        "MNIST_SPOOL_DIR": str(tmp / "spool"),
+        "MNIST_MODEL_DIR": str(base.model_dir.resolve()),
+    }
+    if args.workers:
+        env["MNIST_WORKERS"] = str(args.workers)
+    if args.threads:
+        env["MNIST_THREADS"] = str(args.threads)
+    served = Settings(**{k: v for k, v in {"workers": args.workers, "threads": args.threads}.items() if v})
+    report = Report(
+        command=shlex.join(["python", "scripts/bench.py", *sys.argv[1:]]),
+        settings={
+            "workers": served.workers,
+            "threads": served.threads,
+            "max_batch_size": served.max_batch_size,
+            "max_batch_wait_ms": served.max_batch_wait_ms,
+            "inference_threads": served.inference_threads,
+            "ceiling_threads": served.workers * served.inference_threads,
+            "seconds": args.seconds,
+            "pngs": args.pngs,
+        },
+        loadavg=Path("/proc/loadavg").read_text().split()[:3],
+    )
+
+    log(
+        f"starting mnist serve on {url} ({served.workers} workers x {served.threads} threads), files in {tmp}"
+    )
+    proc = start_server(env, url, tmp / "server.log")
+    answered = 0
+    try:
+        for model in models:
+            replies = [post_png(f"{url}/predict?model={model}", png) for png in pngs]
+            answered += len(replies)
+            right = sum(int(r["digit"]) == y for r, y in zip(replies, labels, strict=True))
+            report.sanity[model] = f"{right}/{len(labels)} of the PNG digits predicted right over HTTP"
+            log(f"{model}: warm-up; {report.sanity[model]}")
+            warm = run_wrk(url, png_dir, len(pngs), f"/predict?model={model}", 8, 3)
+            answered += int(warm["requests"]) - int(warm["http_errors"])
+            for c in levels:
+                result = run_wrk(url, png_dir, len(pngs), f"/predict?model={model}", c, args.seconds)
+                run = Run(model, c, result)
+                answered += run.ok
+                report.runs.append(run)
+                log(
+                    f"{model} c={c}: {run.rps:,.0f}/s p50 {run.ms('p50_us'):.2f} ms "
+                    f"p99 {run.ms('p99_us'):.2f} ms errors {run.errors}"
+                )
+        report.rss = server_rss(proc.pid)
+    finally:
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutdown_ms = (time.perf_counter() - started) * 1000
+    with sqlite3.connect(tmp / "predictions.db") as conn:
+        stored = int(conn.execute("SELECT count(*) FROM predictions").fetchone()[0])
+    report.recorded = {"stored": stored, "answered": answered, "shutdown_ms": int(shutdown_ms)}
+    log(f"server stopped in {shutdown_ms / 1000:.1f} s; {stored} records stored, {answered} answered")
+
+    mnist = load_mnist(base.data_dir)
+    images = mnist.test_images.astype(np.float32) / 255.0
+    for model in models:
+        artifact = latest(base.model_dir, model)
+        threads = report.settings["ceiling_threads"]
+        report.ceilings[model] = {b: ceiling(artifact.tflite_path, images, threads, b) for b in (32, 64)}
+        log(f"{model} in-process ceiling: {report.ceilings[model]}")
+    report.preprocess_ms = preprocess_ms(pngs, base)
+    report.writes = write_path(tmp, pngs)
+    log(f"write path: {report.writes}")
+
+    args.out.write_text(render(report))
+    log(f"wrote {args.out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
