@@ -53,10 +53,11 @@ class Recipe:
 
 
 RECIPES = {
+    # Chosen on a 5k validation split of the training set (5 epochs at 1e-3 under-trains: 93.3% vs 94.3%).
     "softmax": Recipe(
-        epochs=5,
+        epochs=10,
         batch_size=128,
-        learning_rate=1e-3,
+        learning_rate=3e-3,
         warmup_epochs=0,
         weight_decay=0.0,
         label_smoothing=0.0,
