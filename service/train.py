@@ -93,6 +93,8 @@ def train(
     command: str = "",
 ) -> artifacts.Artifact:
     """Train `name` with its recipe (epochs, batch size overridable); write and return the new artifact."""
+    mnist = load_mnist(data_dir)  # before importing TensorFlow: a data problem is reported in a blink
+
     import keras
     import tensorflow as tf
 
@@ -103,7 +105,6 @@ def train(
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    mnist = load_mnist(data_dir)
     x_train, y_train = _inputs(mnist.train_images[:limit]), mnist.train_labels[:limit]
     x_test, y_test = _inputs(mnist.test_images), mnist.test_labels
 
