@@ -116,6 +116,90 @@ def evaluate(path: Path, data_dir: Path | None, threads: int) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.option("--host", default=None, help="Bind address [default: MNIST_HOST or 127.0.0.1].")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port [default: MNIST_PORT or 8000]."
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes [MNIST_WORKERS].")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="Threads per worker [MNIST_THREADS]."
+)
+def serve(host: str | None, port: int | None, workers: int | None, threads: int | None) -> None:
+    """Serve the models under gunicorn (configuration from MNIST_* variables; see README)."""
+    import os
+    import sys
+
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    overrides = {"MNIST_HOST": host, "MNIST_PORT": port, "MNIST_WORKERS": workers, "MNIST_THREADS": threads}
+    os.environ.update({key: str(value) for key, value in overrides.items() if value is not None})
+    try:
+        Settings()  # fail here, with the variable's name, rather than in every worker
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from None
+    # exec: gunicorn's arbiter becomes this process, so SIGTERM from a supervisor reaches it directly.
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:service.gunicorn_conf",
+        "service.app:create_app()",
+    ]
+    os.execv(sys.executable, argv)
+
+
+@main.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--model", default=None, help="Model name [default: MNIST_DEFAULT_MODEL].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+def predict(files: tuple[Path, ...], model: str | None, as_json: bool) -> None:
+    """Classify image files with the local models (no server needed)."""
+    import json
+
+    from service.errors import ServiceError
+    from service.inference import ModelRegistry
+    from service.preprocess import preprocess
+    from service.settings import Settings
+
+    settings = Settings()
+    registry = ModelRegistry.load(settings)
+    failed = False
+    try:
+        served = registry.get(model)
+        for path in files:
+            try:
+                image = preprocess(
+                    path.read_bytes(),
+                    max_bytes=settings.max_upload_bytes,
+                    max_pixels=settings.max_image_pixels,
+                ).array
+            except ServiceError as exc:
+                failed = True
+                click.echo(f"{path}: {exc.message}", err=True)
+                continue
+            probabilities = served.predict(image[None])[0]
+            digit = int(probabilities.argmax())
+            if as_json:
+                click.echo(json.dumps({
+                    "file": str(path), "model": served.name, "version": served.version, "digit": digit,
+                    "confidence": float(probabilities[digit]), "probabilities": probabilities.tolist(),
+                }))  # fmt: skip
+            else:
+                click.echo(f"{path}: {digit} ({probabilities[digit]:.1%}, {served.name} v{served.version})")
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        registry.close()
+    if failed:
+        raise SystemExit(1)
+
+
 @main.group()
 def db() -> None:
     """Prediction store administration (Cassandra keyspace and tables)."""

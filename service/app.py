@@ -1,0 +1,125 @@
+"""create_app(settings): wires settings, models, store, write queue and blueprints; nothing else.
+
+gunicorn calls `create_app()` in each worker (see service/gunicorn_conf.py), so every process loads its own
+models and starts its own threads; nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, request
+
+from service import metrics
+from service.api import errors, openapi, ops, predict, tfserving, v2
+from service.api.web import web
+from service.inference import ModelRegistry
+from service.logs import configure_logging, log_request, request_id
+from service.settings import Settings
+from service.state import EXTENSION, ServiceState
+from service.store.factory import open_store
+from service.store.queue import WriteQueue
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """A ready app: models loaded and warmed up, store open, write queue running."""
+    settings = settings or Settings()
+    configure_logging(settings)
+    app = Flask("service")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+
+    models = ModelRegistry.load(settings)
+    store = open_store(settings)
+    writes = WriteQueue(store, settings.write_queue_size).start()
+    app.extensions[EXTENSION] = ServiceState(settings, models, store, writes)
+
+    for blueprint in (predict.bp, tfserving.bp, v2.bp, ops.bp, openapi.bp, web):
+        app.register_blueprint(blueprint)
+    errors.register_error_handlers(app)
+    _install_request_hooks(app, _allowed_origins(settings.cors_origins))
+    log.info(
+        "serving %s (default %s), store %s",
+        ", ".join(f"{m.name} v{m.version}" for m in models.models.values()),
+        models.default,
+        getattr(store, "backend", type(store).__name__),
+    )
+    return app
+
+
+def shutdown(app: Flask, timeout: float) -> int:
+    """Finish queued work of this worker (gunicorn's worker_exit): returns the records drained."""
+    state: ServiceState | None = app.extensions.get(EXTENSION)
+    if state is None:
+        return 0
+    started = time.monotonic()
+    drained = state.shutdown(timeout)
+    log.info(
+        "worker stopped: %d queued records written in %.3fs, %d left",
+        drained,
+        time.monotonic() - started,
+        state.writes.depth,
+        extra={"drained": drained, "left": state.writes.depth},
+    )
+    return drained
+
+
+def _allowed_origins(setting: str) -> set[str]:
+    return {origin.strip() for origin in setting.split(",") if origin.strip()}
+
+
+def _install_request_hooks(app: Flask, origins: set[str]) -> None:
+    """Request id in and out, one access log line, request metrics, CORS."""
+
+    @app.before_request
+    def _start() -> Response | None:
+        g.started = time.perf_counter()
+        g.request_id = request_id(request.headers.get("X-Request-ID"))
+        if request.method == "OPTIONS" and origins and request.headers.get("Access-Control-Request-Method"):
+            return Response(status=204)  # CORS preflight; headers are added below
+        return None
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        rid = g.get("request_id") or request_id(None)
+        response.headers["X-Request-ID"] = rid
+        if origins:
+            _cors(response, origins)
+        started = g.get("started", time.perf_counter())
+        seconds = time.perf_counter() - started
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
+        route = request.url_rule.rule if request.url_rule is not None else request.path
+        log_request(
+            request_id=rid,
+            route=route,
+            method=request.method,
+            status=response.status_code,
+            latency_ms=seconds * 1000,
+            client=request.remote_addr,
+            model=g.get("model"),
+            digit=g.get("digit"),
+        )
+        return response
+
+
+def _cors(response: Response, origins: set[str]) -> None:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return
+    if "*" in origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin in origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    else:
+        return
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = (
+        "Content-Type, X-Request-ID, Inference-Header-Content-Length"
+    )
+    response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Inference-Header-Content-Length"

@@ -1,0 +1,82 @@
+"""gunicorn configuration of `mnist serve`.
+
+`mnist serve` runs `gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'`.
+
+gthread workers: each request thread decodes and preprocesses its image (Pillow and numpy release the GIL),
+then waits on the per-process micro-batcher. Models are loaded in each worker after the fork (preload_app
+off): interpreter threads and the write-queue thread do not survive a fork, and loading takes well under a
+second. On SIGTERM each worker finishes its requests, then `worker_exit` drains its write queue into the
+store before the process ends, within `graceful_timeout`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+_settings = Settings()
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread"
+timeout = _settings.timeout_s
+graceful_timeout = _settings.graceful_timeout_s
+keepalive = 5
+backlog = 2048
+preload_app = False
+# The app writes one JSON access line per request (with model and digit); gunicorn's would duplicate it.
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+proc_name = "mnist-service"
+# No `gunicornc` control socket: several servers on one host (tests, benchmarks) would fight over its path.
+control_socket_disable = True
+# Heartbeat files on tmpfs when there is one: a slow disk must not make the arbiter think workers hang.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+_created_metrics_dir: str | None = None
+
+
+def on_starting(server: Any) -> None:
+    """Give prometheus_client an empty directory for the workers' metric files before any worker starts."""
+    global _created_metrics_dir
+    existing = os.environ.get(_MULTIPROC)
+    if existing:
+        path = Path(existing)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):  # counts of an earlier run would be added to this one's
+            stale.unlink()
+    else:
+        _created_metrics_dir = tempfile.mkdtemp(prefix="mnist-metrics-")
+        os.environ[_MULTIPROC] = _created_metrics_dir
+    server.log.info("metrics directory %s", os.environ[_MULTIPROC])
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """In the worker, after its last request: write every queued record, then close the store."""
+    app = getattr(worker, "wsgi", None)
+    if app is None or not hasattr(app, "extensions"):
+        return  # called in the arbiter for a worker that was already gone
+    from service.app import shutdown
+
+    drained = shutdown(app, timeout=_settings.graceful_timeout_s * 0.75)
+    server.log.info("worker %s drained %d records on exit", worker.pid, drained)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the arbiter: drop the live gauges (queue depth, memory, model info) of the worker that ended."""
+    from service.metrics import worker_exited
+
+    worker_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _created_metrics_dir:
+        shutil.rmtree(_created_metrics_dir, ignore_errors=True)
