@@ -1,4 +1,4 @@
-"""The MNIST loader: real files load; missing, truncated, corrupt or unexpected files fail with a clear message."""
+"""The MNIST loader: real files load; missing, truncated or corrupt files fail with a clear message."""
 
 from __future__ import annotations
 
@@ -88,7 +88,9 @@ def test_one_changed_byte_fails_the_checksum(data_copy: Path) -> None:
         load_mnist(data_copy)
 
 
-def test_sums_file_beside_the_data_is_trusted(tmp_path: Path, test_set: tuple[np.ndarray, np.ndarray]) -> None:
+def test_sums_file_beside_the_data_is_trusted(
+    tmp_path: Path, test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
     images, labels = test_set
     write_trusted(
         tmp_path,

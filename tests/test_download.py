@@ -47,7 +47,7 @@ class Mirror:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[object]:
-    """Factory: serve(files) -> Mirror whose /mnist/ holds copies of `files` (name -> source path or bytes)."""
+    """Factory: serve(files) -> Mirror whose /mnist/ holds `files` (name -> source path or bytes)."""
     mirrors: list[Mirror] = []
 
     def start(files: dict[str, Path | bytes]) -> Mirror:
