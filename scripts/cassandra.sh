@@ -200,6 +200,8 @@ start_node() {
     -Dcassandra.skip_wait_for_gossip_to_settle=0
     -Dcassandra.ring_delay_ms=1000
     -Dcassandra.superuser_setup_delay_ms=0
+    # Schema changes do not flush the system tables to disk (tests create and drop keyspaces constantly).
+    -Dcassandra.unsafesystem=true
     "$@"
   )
   log "starting $address:$PORT (heap $heap, log $dir/logs/system.log)"

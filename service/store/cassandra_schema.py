@@ -1,0 +1,92 @@
+"""The Cassandra schema (schema.cql): render it for a keyspace, apply it idempotently, read its version.
+
+Safe from many processes at once: every statement is IF NOT EXISTS, and each table is created with a fixed
+id derived from keyspace and table name, so two pods racing to create the same table through different
+coordinators create the same table instead of two conflicting ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from datetime import UTC, datetime
+from importlib.resources import files
+
+from cassandra.cluster import Session
+
+from service.store.cassandra_url import Replication
+
+SCHEMA_VERSION = 1
+COMPONENT = "mnist-service"
+TABLE_ID_NAMESPACE = uuid.UUID("9b0d6a52-8d6e-4c2e-9a55-0f6c3f3a1d7e")
+TABLES = ("predictions", "predictions_by_hour", "history_hours", "labels", "schema_version")
+CREATE_TABLE_RE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)", re.IGNORECASE)
+# Schema changes wait for every node to agree; a slow cluster gets this long per statement.
+SCHEMA_AGREEMENT_WAIT_S = 60
+
+
+class SchemaError(RuntimeError):
+    """The keyspace holds a schema this code cannot use (newer, or not agreed across nodes)."""
+
+
+def cql_text() -> str:
+    """schema.cql as shipped in the package."""
+    return files("service.store").joinpath("schema.cql").read_text()
+
+
+def table_id(keyspace: str, table: str) -> uuid.UUID:
+    """The fixed id of a table: the same in every pod, so concurrent creates converge."""
+    return uuid.uuid5(TABLE_ID_NAMESPACE, f"{keyspace}.{table}")
+
+
+def statements(keyspace: str, replication: Replication) -> list[str]:
+    """schema.cql rendered for `keyspace`, one statement per item, each table with its fixed id."""
+    text = "\n".join(line.split("--", 1)[0] for line in cql_text().splitlines())
+    text = text.replace("{keyspace}", keyspace).replace("{replication}", replication.cql())
+    rendered = []
+    for raw in text.split(";"):
+        stmt = " ".join(raw.split())
+        if not stmt:
+            continue
+        match = CREATE_TABLE_RE.match(stmt)
+        if match:
+            clause = " AND " if re.search(r"\)\s+WITH\s", stmt) else " WITH "
+            stmt += f"{clause}ID = {table_id(match.group(1), match.group(2))}"
+        rendered.append(stmt)
+    return rendered
+
+
+def current_version(session: Session, keyspace: str) -> int | None:
+    """The schema version recorded in the keyspace, or None when init has not completed there."""
+    tables = session.cluster.metadata.keyspaces.get(keyspace)
+    if tables is None or "schema_version" not in tables.tables:
+        return None
+    row = session.execute(
+        f"SELECT version FROM {keyspace}.schema_version WHERE component = %s", (COMPONENT,)
+    ).one()
+    return None if row is None else int(row.version)
+
+
+def apply(session: Session, keyspace: str, replication: Replication) -> int:
+    """Create keyspace and tables if missing, wait for schema agreement, record the version."""
+    found = current_version(session, keyspace)
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"keyspace {keyspace} has schema version {found}, newer than this code's {SCHEMA_VERSION}: "
+            "upgrade the service"
+        )
+    for stmt in statements(keyspace, replication):
+        result = session.execute(stmt, timeout=SCHEMA_AGREEMENT_WAIT_S)
+        if not result.response_future.is_schema_agreed:
+            raise SchemaError(
+                f"nodes did not agree on the schema within {SCHEMA_AGREEMENT_WAIT_S}s after: {stmt}"
+            )
+    session.cluster.refresh_schema_metadata(max_schema_agreement_wait=SCHEMA_AGREEMENT_WAIT_S)
+    session.execute(
+        f"INSERT INTO {keyspace}.schema_version (component, version, applied_at, applied_by)"
+        " VALUES (%s, %s, %s, %s)",
+        (COMPONENT, SCHEMA_VERSION, datetime.now(UTC), f"{socket.gethostname()}/{os.getpid()}"),
+    )
+    return SCHEMA_VERSION
