@@ -34,6 +34,15 @@ def open_store(settings: Settings) -> Store:
         from service.store.sqlite import SqliteStore
 
         return SqliteStore(sqlite_path(url))
+    if scheme == "cassandra":
+        from service.store.cassandra import CassandraStore
+        from service.store.cassandra_url import BadStoreUrl, CassandraConfig
+
+        try:
+            config = CassandraConfig.from_settings(settings)
+        except BadStoreUrl as exc:
+            raise UnsupportedStore(f"MNIST_STORE_URL: {exc}") from exc
+        return CassandraStore(config)
     raise UnsupportedStore(
         f"MNIST_STORE_URL={url!r}: unsupported scheme {scheme!r}; use sqlite:///path or cassandra://host/keyspace"
     )
