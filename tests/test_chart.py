@@ -464,21 +464,30 @@ def test_values_schema_rejects_bad_values(bad: str) -> None:
 
 
 def test_every_values_key_is_documented_in_place_and_in_the_readme() -> None:
+    """Each value has a `# --` comment above itself or an enclosing key, and that key is in the README."""
     lines = (CHART / "values.yaml").read_text().splitlines()
     readme = (CHART / "README.md").read_text()
-    path: list[tuple[int, str]] = []
+    path: list[tuple[int, str, bool]] = []  # (indent, key, documented) from the top level down
     for number, line in enumerate(lines):
         match = re.match(r"^( *)([A-Za-z][\w-]*):", line)
         if not match:
             continue
         indent = len(match.group(1))
-        path = [(i, k) for i, k in path if i < indent] + [(indent, match.group(2))]
-        key = ".".join(k for _, k in path)
-        above = lines[number - 1].strip() if number else ""
-        is_section = line.rstrip().endswith(":")
-        if not is_section:
-            assert above.startswith("#"), f"values.yaml: {key} has no comment above it"
-            assert f"`{key}`" in readme, f"README.md values table lacks {key}"
+        above = number - 1
+        while (
+            above >= 0
+            and lines[above].strip().startswith("#")
+            and not lines[above].strip().startswith("# --")
+        ):
+            above -= 1  # a `# --` comment may run over several lines
+        documented = above >= 0 and lines[above].strip().startswith("# --")
+        path = [entry for entry in path if entry[0] < indent] + [(indent, match.group(2), documented)]
+        if line.rstrip().endswith(":"):
+            continue  # a section; its leaves are checked
+        keys = [".".join(k for _, k, _ in path[: i + 1]) for i in range(len(path))]
+        owners = [key for key, (_, _, doc) in zip(keys, path, strict=True) if doc]
+        assert owners, f"values.yaml: {keys[-1]} has no `# --` comment above it or above an enclosing key"
+        assert f"`{owners[-1]}`" in readme, f"README.md values table lacks {owners[-1]}: run helm-docs"
 
 
 def test_readme_lists_no_key_the_values_lack() -> None:
