@@ -1,16 +1,25 @@
-"""The write-behind queue in front of a real SQLite store: batching, overflow, retries, drain."""
+"""The write-behind queue in front of a real SQLite store: batching, overflow, retries, drain on SIGTERM."""
 
 from __future__ import annotations
 
+import io
 import logging
+import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import requests
+from PIL import Image
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.store.queue import WriteQueue
 from service.store.sqlite import SqliteStore
@@ -139,3 +148,42 @@ def test_puts_from_many_threads_during_drain_are_all_stored(store: SqliteStore) 
     for t in threads:
         t.join()
     assert {r.id for r in store.list(limit=1000)} == {r.id for r in recs}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sigterm_drains_the_queues_of_a_running_server(server_factory: Callable[..., Any]) -> None:
+    """Records still queued in the workers when SIGTERM arrives all reach the store before the exit."""
+    server = server_factory({}, workers=2)
+    png = io.BytesIO()
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(png, format="PNG")
+    # Another process holds SQLite's write lock, so the records pile up in the workers' queues.
+    blocker = sqlite3.connect(server.db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = list(pool.map(lambda _: post_image(server.url, png.getvalue()), range(60)))
+        queued = scrape_value(server.url, "mnist_write_queue_depth")
+        assert queued > 0
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # the workers are now draining, blocked on the lock
+        assert server.proc.poll() is None
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert server.stop() == 0
+    with sqlite3.connect(server.db_path) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM predictions")}
+    assert stored == set(ids)
+    assert "drained" in server.logs()
+
+
+def post_image(url: str, png: bytes) -> str:
+    response = requests.post(f"{url}/predict", files={"image": ("d.png", png, "image/png")}, timeout=30)
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def scrape_value(url: str, name: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
