@@ -221,7 +221,7 @@ class ModelRegistry:
         found = discover(settings.model_dir)
         if not found:
             raise ModelsUnavailable(
-                f"no model artifacts under {settings.model_dir.resolve()} (want <name>/<version>/model.tflite)"
+                f"no model artifacts under {settings.model_dir.resolve()} (want <name>/<n>/model.tflite)"
             )
         if settings.default_model not in found:
             raise ModelsUnavailable(

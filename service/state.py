@@ -89,7 +89,7 @@ class ServiceState:
         version: str | None = None,
         uploads: list[Upload | None] | None = None,
     ) -> tuple[list[Prediction], float]:
-        """Run float32 [n, 28, 28] images through a model and record each result; also returns latency (ms)."""
+        """Run float32 [n, 28, 28] images through a model, record each result; also returns latency in ms."""
         served = self.models.get(model, version)
         probabilities = served.predict(images)
         latency_ms = (time.perf_counter() - info.started) * 1000

@@ -25,7 +25,7 @@ def is_image_shape(shape: tuple[int, ...]) -> bool:
 
 
 def as_array(value: Any, *, what: str) -> np.ndarray:
-    """Nested JSON lists of numbers -> a numeric ndarray; text, booleans, nulls and ragged lists are refused."""
+    """Nested JSON lists of numbers -> a numeric ndarray; text, booleans, nulls, ragged lists are refused."""
     if isinstance(value, (str, bytes, bool)) or value is None:
         raise BadInput(f"{what}: expected numbers in nested lists, got {type(value).__name__}")
     try:
