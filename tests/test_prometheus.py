@@ -1,0 +1,299 @@
+"""Prometheus for real: Debian's prometheus binary scrapes the multi-worker gunicorn server on loopback;
+after a known amount of traffic its HTTP API (PromQL) must count exactly what was sent, and every dashboard
+query must evaluate on the scraped data. The query results are also drawn as a picture of the dashboard."""
+
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from PIL import Image
+
+from service.data import load_mnist
+from tests import dashboard
+from tests.conftest import free_port, require_binary
+from tests.test_dashboard import ONLY_AFTER_FAILURES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WORKERS = 3
+SCRAPE_INTERVAL_S = 1
+JOB = "mnist"
+WAIT_S = 60
+
+
+@dataclass
+class Prometheus:
+    """A running Prometheus server and its HTTP API."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        params: dict[str, str | float] = {"query": promql}
+        if at is not None:
+            params["time"] = at
+        body = requests.get(f"{self.url}/api/v1/query", params=params, timeout=10).json()
+        assert body["status"] == "success", f"{promql}: {body}"
+        return body["data"]["result"]
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[dict]:
+        params = {"query": promql, "start": start, "end": end, "step": step}
+        body = requests.get(f"{self.url}/api/v1/query_range", params=params, timeout=30).json()
+        assert body["status"] == "success", f"{promql}: {body}"
+        return body["data"]["result"]
+
+    def by(self, promql: str, *labels: str) -> dict[tuple[str, ...], float]:
+        """An instant vector as {label values: value}."""
+        return {
+            tuple(r["metric"].get(k, "") for k in labels): float(r["value"][1]) for r in self.query(promql)
+        }
+
+
+def start_prometheus(binary: str, target: str, folder: Path) -> Prometheus:
+    """Debian's prometheus on a free loopback port, scraping `target` (host:port) every second."""
+    config = {
+        "global": {
+            "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
+            "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
+        },
+        "scrape_configs": [
+            {
+                "job_name": JOB,
+                "scrape_timeout": f"{SCRAPE_INTERVAL_S}s",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [target]}],
+            }
+        ],
+    }
+    config_file = folder / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = folder / "prometheus.log"
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1d",
+            "--log.level=warn",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _until(lambda: _ready(url), f"Prometheus at {url} ready", proc, log)
+    return Prometheus(url, proc, log)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _until(check: Callable[[], bool], what: str, proc: subprocess.Popen, log: Path, timeout: float = WAIT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"prometheus exited ({proc.returncode}) waiting for {what}:\n{log.read_text()[-3000:]}"
+            )
+        if check():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def scraped(server_factory, tmp_path: Path) -> Iterator[tuple[object, Prometheus]]:
+    """A server with several gunicorn workers, and a Prometheus that has scraped it at least once."""
+    binary = require_binary("prometheus", "apt-get install prometheus (scripts/install-system-deps.sh)")
+    server = server_factory({}, workers=WORKERS)
+    prom = start_prometheus(binary, server.url.split("://", 1)[1], tmp_path)
+    try:
+        _until(
+            lambda: [r["value"][1] for r in prom.query(f'up{{job="{JOB}"}}')] == ["1"],
+            "the first successful scrape",
+            prom.proc,
+            prom.log,
+        )
+        yield server, prom
+    finally:
+        prom.proc.terminate()
+        try:
+            prom.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            prom.proc.kill()
+
+
+@dataclass
+class Sent:
+    """What the test sent and what the service answered: the expected counter values."""
+
+    predictions: Counter  # (model, digit) -> count
+    confidence_sum: Counter  # model -> sum of confidences
+    requests: Counter  # (endpoint, status) -> count
+    feedback: Counter  # (model, agreement) -> count
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def send_traffic(url: str, mnist_data_dir: Path, models: list[str], rounds: int = 6) -> Sent:
+    """Rounds of real MNIST test digits: PNG uploads and JSON pixel batches to every model, blank uploads
+    (400) and feedback, spread over a few seconds so rates and quantiles have something to show."""
+    data = load_mnist(mnist_data_dir)
+    sent = Sent(Counter(), Counter(), Counter(), Counter())
+    index = 0
+    for round_no in range(rounds):
+        for model in models:
+            answers = []
+            for _ in range(3):  # single uploads
+                files = {"image": ("digit.png", _png(data.test_images[index]), "image/png")}
+                r = requests.post(f"{url}/predict", files=files, data={"model": model}, timeout=30)
+                assert r.status_code == 200, r.text
+                answers.append((r.json(), int(data.test_labels[index])))
+                sent.requests[("/predict", "200")] += 1
+                index += 1
+            batch = data.test_images[index : index + 4]
+            labels = data.test_labels[index : index + 4]
+            index += 4
+            pixels = (batch / 255.0).round(4).tolist()
+            r = requests.post(f"{url}/predict", json={"pixels": pixels, "model": model}, timeout=30)
+            assert r.status_code == 200, r.text
+            sent.requests[("/predict", "200")] += 1
+            answers += list(zip(r.json(), (int(x) for x in labels), strict=True))
+            for answer, _ in answers:
+                sent.predictions[(answer["model"], str(answer["digit"]))] += 1
+                sent.confidence_sum[answer["model"]] += answer["confidence"]
+            # Feedback on two answers: the true label, and a deliberately wrong one.
+            (first, truth), (second, other_truth) = answers[0], answers[1]
+            for answer, given in ((first, truth), (second, (other_truth + 1) % 10)):
+                feedback_url = f"{url}/api/predictions/{answer['id']}/feedback"
+                r = requests.post(feedback_url, json={"label": given}, timeout=10)
+                assert r.status_code == 200, r.text
+                agreement = "agree" if given == answer["digit"] else "disagree"
+                sent.feedback[(answer["model"], agreement)] += 1
+                sent.requests[("/api/predictions/<record_id>/feedback", "200")] += 1
+        if round_no % 2 == 0:
+            blank = {"image": ("blank.png", _png(np.zeros((28, 28), dtype=np.uint8)), "image/png")}
+            r = requests.post(f"{url}/predict", files=blank, timeout=10)
+            assert r.status_code == 400, r.text
+            sent.requests[("/predict", "400")] += 1
+        time.sleep(1.5)
+    return sent
+
+
+def _delta(after: dict, before: dict) -> dict:
+    return {k: round(v - before.get(k, 0.0), 6) for k, v in after.items() if round(v - before.get(k, 0.0), 6)}
+
+
+def test_prometheus_counts_exactly_what_was_sent(scraped, mnist_data_dir: Path, output_dir: Path) -> None:
+    server, prom = scraped
+    models = [m["name"] for m in requests.get(f"{server.url}/api/models", timeout=10).json()["models"]]
+    sel = f'job="{JOB}"'
+    queries = {
+        "predictions": (f"sum by (model, digit) (mnist_predictions_total{{{sel}}})", ("model", "digit")),
+        "confidence_count": (f"sum by (model) (mnist_prediction_confidence_count{{{sel}}})", ("model",)),
+        "confidence_inf": (
+            f'sum by (model) (mnist_prediction_confidence_bucket{{{sel}, le="+Inf"}})',
+            ("model",),
+        ),
+        "confidence_sum": (f"sum by (model) (mnist_prediction_confidence_sum{{{sel}}})", ("model",)),
+        "batched_images": (f"sum by (model) (mnist_batch_size_sum{{{sel}}})", ("model",)),
+        "requests": (
+            f"sum by (endpoint, status) (mnist_http_requests_total{{{sel}}})",
+            ("endpoint", "status"),
+        ),
+        "durations": (
+            f"sum by (endpoint) (mnist_http_request_duration_seconds_count{{{sel}}})",
+            ("endpoint",),
+        ),
+        "feedback": (f"sum by (model, agreement) (mnist_feedback_total{{{sel}}})", ("model", "agreement")),
+    }
+    before = {name: prom.by(q, *labels) for name, (q, labels) in queries.items()}
+    started = time.time()
+    sent = send_traffic(server.url, mnist_data_dir, models)
+
+    per_model = Counter()
+    for (model, _), n in sent.predictions.items():
+        per_model[(model,)] += n
+    predict_requests = Counter()
+    for (endpoint, _), n in sent.requests.items():
+        predict_requests[(endpoint,)] += n
+    expected = {
+        "predictions": dict(sent.predictions),
+        "confidence_count": dict(per_model),
+        "confidence_inf": dict(per_model),
+        # Every image goes through exactly one model call, so the batch sizes add up to the images.
+        "batched_images": dict(per_model),
+        "requests": dict(sent.requests),
+        "feedback": dict(sent.feedback),
+    }
+    assert sum(sent.feedback.values()) and sent.feedback.keys() >= {(models[0], "disagree")}
+
+    def observed() -> dict[str, dict]:
+        got = {name: _delta(prom.by(q, *labels), before[name]) for name, (q, labels) in queries.items()}
+        # Only what the test sent is compared: the fixture's own health checks hit other endpoints.
+        got["requests"] = {k: v for k, v in got["requests"].items() if k in sent.requests}
+        got["durations"] = {k: v for k, v in got["durations"].items() if k in predict_requests}
+        return got
+
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        got = observed()
+        matches = all(
+            {tuple(k): int(v) for k, v in got[name].items()} == {tuple(k): v for k, v in want.items()}
+            for name, want in expected.items()
+        ) and got["durations"] == dict(predict_requests)
+        if matches or time.monotonic() > deadline:
+            break
+        time.sleep(SCRAPE_INTERVAL_S)
+    for name, want in expected.items():
+        assert {k: int(v) for k, v in got[name].items()} == want, f"{name}: Prometheus has {got[name]}"
+    assert got["durations"] == dict(predict_requests)
+    for model in models:
+        # Confidences are summed in float64 by each worker; the responses round to 6 decimals.
+        assert math.isclose(got["confidence_sum"][(model,)], sent.confidence_sum[model], abs_tol=1e-3)
+
+    # One memory series per live worker (multiprocess "liveall" gauge), one info series per served model.
+    pids = prom.query(f"count(mnist_process_resident_memory_bytes{{{sel}}})")
+    assert int(float(pids[0]["value"][1])) == WORKERS
+    served = prom.by(f"max by (model) (mnist_model_info{{{sel}}})", "model")
+    assert set(served) == {(m,) for m in models}
+
+    check_dashboard_queries(prom, started, output_dir)
+
+
+def check_dashboard_queries(prom: Prometheus, started: float, output_dir: Path) -> None:
+    """Every dashboard expression evaluates on the real data; all but failure-only ones return series.
+    Their results over the test's time span are drawn as a picture of the dashboard."""
+    board = dashboard.load()
+    end = time.time()
+    span = f"{max(30, math.ceil(end - started) + 5)}s"
+    empty = []
+    results: dict[tuple[str, str], list[dict]] = {}
+    for q in dashboard.queries(board):
+        expr = dashboard.concrete(q.expr, rate_interval="5s", range_=span)
+        if not prom.query(expr, at=end) and not dashboard.metric_names(q.expr) <= ONLY_AFTER_FAILURES:
+            empty.append((q.panel, expr))
+        results[(q.panel, q.ref)] = prom.query_range(expr, started - 5, end, 1)
+    assert not empty, f"dashboard queries without data: {empty}"
+    dashboard.render(board, results, output_dir / "dashboard-rendering.png")
