@@ -179,8 +179,10 @@
     status.textContent = failed.length ? `${summary}. Also: ${failed[0].message}` : `${summary}.`;
     feedback.hidden = false;
     feedbackStatus.textContent = "";
-    // On a phone the answer is below the drawing: bring it into view.
-    if (window.matchMedia("(max-width: 759px)").matches) status.scrollIntoView({ block: "start" });
+    // On a phone the answer is below the drawing: bring it into view (not while drawing live).
+    if (!live.checked && window.matchMedia("(max-width: 759px)").matches) {
+      status.scrollIntoView({ block: "start" });
+    }
     feedback.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", "false"));
   }
 
