@@ -15,16 +15,16 @@ from PIL import Image, ImageOps
 
 from service.errors import BadImage, NoDigitFound, TooLarge
 
-# Pillow format name -> MIME type; anything else is refused before decoding ("MPO" is a phone camera JPEG).
+# Pillow format name -> MIME type; anything else is refused before decoding.
 FORMATS = {
     "PNG": "image/png",
     "JPEG": "image/jpeg",
-    "MPO": "image/jpeg",
     "GIF": "image/gif",
     "BMP": "image/bmp",
     "WEBP": "image/webp",
     "TIFF": "image/tiff",
 }
+MIME = {**FORMATS, "MPO": "image/jpeg"}  # Pillow's JPEG opener returns "MPO" for phone cameras' JPEGs
 
 SIDE = 28  # output field
 BOX = 20  # the digit's longer side inside the field
@@ -32,9 +32,11 @@ WORK_SIDE = 320  # larger photos are box-reduced to about this first: a 20 px di
 MIN_CONTRAST = 32  # ink must differ from the paper by this many gray levels (of 255), else the image is blank
 NOISE_SIGMAS = 3.0  # paper brighter than its median by fewer noise sigmas than this is still paper
 INK_QUANTILE = 0.75  # this quantile of the ink becomes full white (MNIST strokes have a saturated core)
+SATURATED = 8  # ink this close to white is white already
 MIN_NEIGHBOURS = 3  # an ink pixel with fewer ink pixels in its 3x3 neighbourhood (itself included) is a speck
 MIN_DIGIT_FRACTION = 1 / 40  # ink spanning less than this of the image's longer side is no digit
 FRINGE_FRACTION = 0.02  # anti-aliased fringe kept around the core's bounding box, as a fraction of its side
+FRINGE_LEVEL = 0.4  # ... and how bright a fringe pixel must be to count, once the digit is twice MNIST size
 RESAMPLE = Image.Resampling.LANCZOS  # anti-aliased and sharp, like the strokes MNIST kept
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
@@ -61,7 +63,7 @@ def preprocess(data: bytes, *, max_bytes: int, max_pixels: int) -> Preprocessed:
     """Decode `data` and turn it into an MNIST-style digit; raises BadImage, NoDigitFound or TooLarge."""
     check_size(data, max_bytes)
     image = open_image(data, max_pixels)
-    mime = FORMATS[str(image.format)]
+    mime = MIME[str(image.format)]
     gray = to_grayscale(load_first_frame(image))
     steps: dict[str, np.ndarray] = {"decoded": gray}
 
@@ -173,6 +175,10 @@ def suppress_background(ink: np.ndarray, paper: Paper) -> np.ndarray:
         raise NoDigitFound("no digit found: the image is blank")
     threshold = otsu_threshold(above)
     high = float(np.quantile(above[above >= threshold], INK_QUANTILE))
+    if high >= 255 - SATURATED:
+        # Drawings and MNIST digits already have a full-white core: stretching them by a few levels would
+        # only nudge their centre of mass.
+        high = 255.0
     if high - low < MIN_CONTRAST:
         raise NoDigitFound(
             f"no digit found: the ink differs from the paper by {max(high - low, 0):.0f} gray levels,"
@@ -205,11 +211,14 @@ def ink_bounding_box(clean: np.ndarray) -> tuple[int, int, int, int]:
     min_span = max(3, MIN_DIGIT_FRACTION * max(height, width))
     if rows.size == 0 or max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 < min_span:
         raise NoDigitFound("no digit found: only specks or noise")
-    # Anti-aliased edges below the core threshold belong to the digit (MNIST's 20 px box includes them).
-    pad = 2 + round(FRINGE_FRACTION * max(rows[-1] - rows[0], cols[-1] - cols[0]))
+    span = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    # At MNIST size the faint edge pixels are MNIST's own anti-aliasing and belong in its 20 px box; in a
+    # larger image they are blur, and the box should hug the strokes (NIST's scans were binary).
+    level = FRINGE_LEVEL * min(max(span / BOX - 1, 0), 1)
+    pad = 2 + round(FRINGE_FRACTION * span)
     top, bottom = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, height)
     left, right = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, width)
-    window = clean[top:bottom, left:right] > 0
+    window = clean[top:bottom, left:right] > level
     rows = np.flatnonzero(window.any(axis=1))
     cols = np.flatnonzero(window.any(axis=0))
     return top + int(rows[0]), top + int(rows[-1]) + 1, left + int(cols[0]), left + int(cols[-1]) + 1
