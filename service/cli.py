@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from service import __version__
+
+if TYPE_CHECKING:
+    from service.store.cassandra_url import CassandraConfig
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -203,3 +207,72 @@ def predict(files: tuple[Path, ...], model: str | None, as_json: bool) -> None:
 @main.group()
 def db() -> None:
     """Prediction store administration (Cassandra keyspace and tables)."""
+
+
+_url_option = click.option("--url", default=None, help="Store URL [default: MNIST_STORE_URL].")
+
+
+def _cassandra_config(url: str | None) -> CassandraConfig | None:
+    """The Cassandra config from --url or the settings; None (with a note) for a SQLite URL."""
+    from service.settings import Settings
+    from service.store.cassandra_url import BadStoreUrl, CassandraConfig
+
+    settings = Settings()
+    url = url or settings.store_url
+    if url.startswith("sqlite:"):
+        click.echo(f"{url}: SQLite creates its schema when the service opens the file; nothing to do")
+        return None
+    try:
+        return CassandraConfig.from_settings(settings, url)
+    except BadStoreUrl as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@db.command("init")
+@_url_option
+@click.option("--replication", default=None,
+              help="RF (SimpleStrategy), e.g. 3, or per-DC RFs (NetworkTopologyStrategy), e.g. dc1:3,dc2:3 "
+                   "[default: the URL's replication=, else 1].")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds to wait for Cassandra to accept connections.")  # fmt: skip
+@click.option("--print", "print_only", is_flag=True, help="Print the CQL instead of running it.")
+def db_init(url: str | None, replication: str | None, timeout: float, print_only: bool) -> None:
+    """Create the keyspace and tables (idempotent; safe from many pods at once) and wait for agreement."""
+    from service.db import DbError, init
+    from service.store.cassandra_schema import statements
+    from service.store.cassandra_url import BadStoreUrl, Replication
+
+    config = _cassandra_config(url)
+    if config is None:
+        return
+    try:
+        chosen = Replication.parse(replication) if replication else config.replication
+    except BadStoreUrl as exc:
+        raise click.BadParameter(str(exc), param_hint="--replication") from None
+    if print_only:
+        click.echo("\n".join(f"{stmt};" for stmt in statements(config.keyspace, chosen)))
+        return
+    try:
+        init(config, chosen, timeout_s=timeout, progress=lambda m: click.echo(f"db init: {m}", err=True))
+    except DbError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@db.command("status")
+@_url_option
+@click.option("--timeout", type=click.FloatRange(min=1), default=10, show_default=True,
+              help="Seconds to wait for a connection.")  # fmt: skip
+def db_status(url: str | None, timeout: float) -> None:
+    """Connectivity, schema version and row counts; exits 1 when Cassandra is unreachable or has no schema."""
+    from service.db import DbError, status
+
+    config = _cassandra_config(url)
+    if config is None:
+        return
+    try:
+        result = status(config, timeout_s=timeout)
+    except DbError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("\n".join(result.lines()))
+    if not result.reachable or result.schema_version is None:
+        raise SystemExit(1)

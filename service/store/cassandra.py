@@ -177,6 +177,9 @@ class CassandraStore:
             self._connect()
         except OUTAGE_ERRORS as exc:
             self._outage("connect", exc)
+        except StoreUnavailable as exc:  # no schema and not allowed to create it
+            log.error("%s", exc)
+            self.last_error = str(exc)
         self._replayer = threading.Thread(target=self._replay_loop, name="cassandra-replayer", daemon=True)
         self._replayer.start()
 
