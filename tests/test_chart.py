@@ -327,16 +327,29 @@ def test_keyspace_init_job_is_a_post_install_and_post_upgrade_hook(rendered: Ren
 def test_keyspace_init_job_runs_the_clis_own_db_init(rendered: Rendered) -> None:
     """The Job's arguments must parse with the real `mnist db init` (click parses them, runs nothing)."""
     from service.cli import main
+    from service.store.cassandra_url import Replication
 
-    job = rendered.one("Job", "keyspace-init")
-    container = job["spec"]["template"]["spec"]["containers"][0]
+    container = rendered.one("Job", "keyspace-init")["spec"]["template"]["spec"]["containers"][0]
     command = container["command"] + container.get("args", [])
     assert command[:3] == ["mnist", "db", "init"], command
     init = main.commands["db"].commands["init"]  # type: ignore[attr-defined]
-    context = init.make_context("init", list(command[3:]))
-    replication = json.loads(command[command.index("--replication") + 1])
-    assert all(isinstance(dc, str) and isinstance(n, int) and n >= 1 for dc, n in replication.items())
-    assert context.params
+    params = init.make_context("init", list(command[3:])).params
+    assert params["timeout"] >= 60  # it waits for Cassandra itself
+    assert Replication.parse(params["replication"]).per_dc
+
+
+def test_service_creates_the_same_keyspace_as_the_job_if_it_gets_there_first(rendered: Rendered) -> None:
+    """The store creates a missing keyspace from its URL's replication; it must match the Job's."""
+    from service.store.cassandra_url import parse_url
+
+    container = rendered.one("Job", "keyspace-init")["spec"]["template"]["spec"]["containers"][0]
+    job_replication = container["command"][container["command"].index("--replication") + 1]
+    url = parse_url(rendered.one("ConfigMap", "api")["data"]["MNIST_STORE_URL"])
+    assert url.replication.per_dc == parse_replication(job_replication)
+
+
+def parse_replication(text: str) -> dict[str, int]:
+    return {dc: int(n) for dc, n in (part.split(":") for part in text.split(","))}
 
 
 def test_keyspace_init_job_gets_the_service_settings_and_image(rendered: Rendered) -> None:
@@ -352,7 +365,13 @@ def test_replication_defaults_to_min_of_nodes_and_three() -> None:
     for nodes, expected in ((1, 1), (2, 2), (3, 3), (5, 3)):
         job = render(sets={"cassandra.replicaCount": str(nodes)}).one("Job", "keyspace-init")
         command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-        assert json.loads(command[command.index("--replication") + 1]) == {"dc1": expected}
+        assert parse_replication(command[command.index("--replication") + 1]) == {"dc1": expected}
+
+
+def test_replication_per_datacenter_comes_from_the_values() -> None:
+    job = render(set_json={"store.replication": {"eu": 3, "us": 2}}).one("Job", "keyspace-init")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--replication") + 1] == "eu:3,us:2"
 
 
 def test_credentials_come_from_the_chart_secret_or_an_existing_one() -> None:

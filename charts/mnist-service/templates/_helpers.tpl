@@ -110,20 +110,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.cassandra.enabled }}{{ .Values.cassandra.datacenter }}{{ else }}{{ .Values.externalCassandra.datacenter }}{{ end }}
 {{- end }}
 
-{{/* MNIST_STORE_URL: cassandra://host1,host2:port/keyspace?dc=..&consistency=.. (credentials come from the Secret). */}}
+{{/* MNIST_STORE_URL: cassandra://host1,host2:port/keyspace?dc=..&consistency=..&replication=.. (credentials come
+     from the Secret). The replication is the Job's too: a service pod that reaches Cassandra before the
+     keyspace-init Job creates the same keyspace. */}}
 {{- define "mnist.storeUrl" -}}
-{{- printf "cassandra://%s:%s/%s?dc=%s&consistency=%s" (include "mnist.cassandra.hosts" .) (include "mnist.cassandra.port" .) .Values.store.keyspace (include "mnist.cassandra.datacenter" .) .Values.store.consistency }}
+{{- printf "cassandra://%s:%s/%s?dc=%s&consistency=%s&replication=%s" (include "mnist.cassandra.hosts" .) (include "mnist.cassandra.port" .) .Values.store.keyspace (include "mnist.cassandra.datacenter" .) .Values.store.consistency (include "mnist.replication" .) }}
 {{- end }}
 
-{{/* Keyspace replication as JSON {"dc": n}: store.replication, else the local DC with min(nodes, 3) replicas. */}}
+{{/* Keyspace replication in `mnist db init --replication` form, "dc1:3,dc2:3": store.replication, else the local
+     DC with min(nodes, 3) replicas. */}}
 {{- define "mnist.replication" -}}
-{{- if .Values.store.replication }}
-{{- toJson .Values.store.replication }}
-{{- else if .Values.cassandra.enabled }}
-{{- dict .Values.cassandra.datacenter (min (int .Values.cassandra.replicaCount) 3) | toJson }}
+{{- $replication := .Values.store.replication }}
+{{- if not $replication }}
+{{- if .Values.cassandra.enabled }}
+{{- $replication = dict .Values.cassandra.datacenter (min (int .Values.cassandra.replicaCount) 3) }}
 {{- else }}
-{{- dict .Values.externalCassandra.datacenter 3 | toJson }}
+{{- $replication = dict .Values.externalCassandra.datacenter 3 }}
 {{- end }}
+{{- end }}
+{{- $parts := list }}
+{{- range $dc := keys $replication | sortAlpha }}
+{{- $parts = append $parts (printf "%s:%v" $dc (get $replication $dc)) }}
+{{- end }}
+{{- join "," $parts }}
 {{- end }}
 
 {{/* Name of the Secret with Cassandra credentials, or "" when there are none. */}}
