@@ -28,6 +28,7 @@ from service.store.base import PredictionRecord
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 10.0
+WAL_SIZE_LIMIT = 64 * 2**20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -153,6 +154,8 @@ class SqliteStore:
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Under steady writes from several processes the WAL can outgrow its checkpoints; cut it back.
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         return conn
 
     def _conn(self) -> sqlite3.Connection:
