@@ -6,16 +6,20 @@ models and starts its own threads; nothing happens at import time.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 
+import numpy as np
 from flask import Flask, Response, g, request
+from PIL import Image
 
 from service import metrics
 from service.api import errors, openapi, ops, predict, tfserving, v2
 from service.api.web import web
 from service.inference import ModelRegistry
 from service.logs import configure_logging, log_request, request_id
+from service.preprocess import preprocess
 from service.settings import Settings
 from service.state import EXTENSION, ServiceState
 from service.store.factory import open_store
@@ -42,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     errors.register_error_handlers(app)
     _install_request_hooks(app, _allowed_origins(settings.cors_origins))
+    _warm_up_decoding(app, settings)
     log.info(
         "serving %s (default %s), store %s",
         ", ".join(f"{m.name} v{m.version}" for m in models.models.values()),
@@ -66,6 +71,19 @@ def shutdown(app: Flask, timeout: float) -> int:
         extra={"drained": drained, "left": state.writes.depth},
     )
     return drained
+
+
+def _warm_up_decoding(app: Flask, settings: Settings) -> None:
+    """Parse and preprocess one synthetic upload now: Pillow's plugins and the multipart parser load lazily,
+    which would otherwise cost each worker's first real request tens of milliseconds."""
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[6:22, 12:16] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    with app.test_request_context("/", method="POST", data={"image": (io.BytesIO(png), "warm-up.png")}):
+        request.files.getlist("image")
+    preprocess(png, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
 
 
 def _allowed_origins(setting: str) -> set[str]:

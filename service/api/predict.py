@@ -59,7 +59,7 @@ def predict() -> Response:
 def _read_inputs(state: ServiceState) -> tuple[np.ndarray, list[Upload | None], bool, str | None]:
     """The images as float32 [n, 28, 28], their original bytes, whether a list was sent, and model."""
     mimetype = request.mimetype
-    if mimetype == "multipart/form-data" or mimetype == "application/x-www-form-urlencoded":
+    if mimetype == "multipart/form-data":
         files = [f for name in _IMAGE_FIELDS for f in request.files.getlist(name)]
         if not files:
             raise BadInput("no image: send the picture in a multipart field named 'image'")
@@ -72,7 +72,8 @@ def _read_inputs(state: ServiceState) -> tuple[np.ndarray, list[Upload | None], 
             'empty request: send an image as multipart field \'image\', JSON {"image": "<base64>"} '
             'or {"pixels": [[...28x28...]]}'
         )
-    if mimetype == "application/json" or (not mimetype and body[:1] in (b"{", b"[")):
+    # JSON also without its content type: `curl -d '{...}'` sends application/x-www-form-urlencoded.
+    if mimetype == "application/json" or body.lstrip()[:1] in (b"{", b"["):
         return _read_json(state, body)
     # Anything else is the image itself (curl --data-binary @digit.png -H 'Content-Type: image/png').
     upload = Upload(body, mimetype or None)
