@@ -42,11 +42,7 @@
       : el("span", { class: "label none", text: "no feedback" });
     return el(
       "li",
-      {
-        class: "entry",
-        "data-id": record.id,
-        "aria-label": `${record.model} predicted ${record.digit}${hasLabel ? `, right digit ${record.label}` : ""}`,
-      },
+      { class: "entry", "data-id": record.id },
       thumb,
       el(
         "div",
