@@ -13,6 +13,7 @@ import io
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -55,6 +56,12 @@ class Run:
     model: str
     concurrency: int
     result: dict[str, Any]
+    server_cpu_s: float = 0.0  # CPU time the server processes used during the run
+    wrk_cpu_s: float = 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.server_cpu_s / max(1, int(self.result["requests"]))
 
     @property
     def seconds(self) -> float:
@@ -139,6 +146,20 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server's processes so far (all their threads)."""
+    total = 0
+    for p in process_tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def server_rss(pid: int) -> dict[str, int]:
@@ -327,15 +348,27 @@ def render(report: Report) -> str:
         "",
         "## HTTP",
         "",
-        "| model | concurrency | predictions/s | p50 ms | p90 ms | p99 ms | max ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | concurrency | predictions/s | p50 ms | p90 ms | p99 ms | max ms | errors "
+        "| server CPU ms/request | server cores busy | wrk cores busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.runs:
         lines.append(
             f"| {r.model} | {r.concurrency} | {r.rps:,.0f} | {r.ms('p50_us'):.2f} | {r.ms('p90_us'):.2f} "
-            f"| {r.ms('p99_us'):.2f} | {r.ms('max_us'):.1f} | {r.errors} |"
+            f"| {r.ms('p99_us'):.2f} | {r.ms('max_us'):.1f} | {r.errors} | {r.cpu_ms_per_request:.2f} "
+            f"| {r.server_cpu_s / r.seconds:.2f} | {r.wrk_cpu_s / r.seconds:.2f} |"
         )
+    cores = os.cpu_count() or 1
     lines += [
+        "",
+        "CPU-bound check: with every core free for the server, throughput could reach at most cores x 1000 / "
+        "(server CPU ms per request): "
+        + "; ".join(
+            f"{r.model} at concurrency {r.concurrency}: {cores * 1000 / r.cpu_ms_per_request:,.0f}/s"
+            for r in report.runs
+            if r.concurrency == max(x.concurrency for x in report.runs) and r.cpu_ms_per_request > 0
+        )
+        + ".",
         "",
         "## Against the in-process ceiling",
         "",
@@ -475,13 +508,16 @@ def main() -> None:
             warm = run_wrk(url, png_dir, len(pngs), f"/predict?model={model}", 8, 3)
             answered += int(warm["requests"]) - int(warm["http_errors"])
             for c in levels:
+                cpu, wrk_cpu = cpu_seconds(proc.pid), children_cpu_seconds()
                 result = run_wrk(url, png_dir, len(pngs), f"/predict?model={model}", c, args.seconds)
-                run = Run(model, c, result)
+                cpu, wrk_cpu = cpu_seconds(proc.pid) - cpu, children_cpu_seconds() - wrk_cpu
+                run = Run(model, c, result, cpu, wrk_cpu)
                 answered += run.ok
                 report.runs.append(run)
                 log(
                     f"{model} c={c}: {run.rps:,.0f}/s p50 {run.ms('p50_us'):.2f} ms "
-                    f"p99 {run.ms('p99_us'):.2f} ms errors {run.errors}"
+                    f"p99 {run.ms('p99_us'):.2f} ms errors {run.errors}, "
+                    f"server CPU {run.cpu_ms_per_request:.2f} ms/request"
                 )
         report.rss = server_rss(proc.pid)
     finally:
