@@ -5,8 +5,9 @@
 gthread workers: each request thread decodes and preprocesses its image (Pillow and numpy release the GIL),
 then waits on the per-process micro-batcher. Models are loaded in each worker after the fork (preload_app
 off): interpreter threads and the write-queue thread do not survive a fork, and loading takes well under a
-second. On SIGTERM each worker finishes its requests, then `worker_exit` drains its write queue into the
-store before the process ends, within `graceful_timeout`.
+second. The master imports the heavy libraries, so workers share those pages. On SIGTERM each worker
+finishes its requests, then `worker_exit` drains its write queue into the store before the process ends,
+within `graceful_timeout`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def on_starting(server: Any) -> None:
         _created_metrics_dir = tempfile.mkdtemp(prefix="mnist-metrics-")
         os.environ[_MULTIPROC] = _created_metrics_dir
     server.log.info("metrics directory %s", os.environ[_MULTIPROC])
+    # Workers fork with the heavy libraries already imported and share those pages (about 45 MB less memory
+    # per worker). Not our own modules: service.metrics would give the arbiter metric files of its own.
+    import ai_edge_litert.interpreter  # noqa: F401
+    import flask  # noqa: F401
+    import numpy  # noqa: F401
+    import PIL.PngImagePlugin  # noqa: F401
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -72,9 +79,10 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """In the arbiter: drop the live gauges (queue depth, memory, model info) of the worker that ended."""
-    from service.metrics import worker_exited
+    # What service.metrics.worker_exited does, without importing (and so instantiating) the metrics here.
+    from prometheus_client import multiprocess
 
-    worker_exited(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server: Any) -> None:
