@@ -102,3 +102,27 @@ def test_counts_from_both_workers_are_summed(server_factory, sample: list[Digit]
         dict(labels).get("pid") for (name, labels) in after if name == "mnist_process_resident_memory_bytes"
     }
     assert len(pids) == 2, "both workers report"
+
+
+def test_cors_allows_only_the_configured_origins(server_factory, sample: list[Digit]) -> None:
+    server = server_factory({"MNIST_CORS_ORIGINS": "http://draw.example, http://other.example"}, workers=1)
+    preflight = requests.options(
+        f"{server.url}/predict",
+        headers={"Origin": "http://draw.example", "Access-Control-Request-Method": "POST"},
+        timeout=TIMEOUT,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://draw.example"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    allowed = requests.post(
+        f"{server.url}/predict",
+        json={"pixels": sample[0].unit},
+        headers={"Origin": "http://other.example"},
+        timeout=TIMEOUT,
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "http://other.example"
+    stranger = requests.get(
+        f"{server.url}/api/models", headers={"Origin": "http://evil.example"}, timeout=TIMEOUT
+    )
+    assert "Access-Control-Allow-Origin" not in stranger.headers
