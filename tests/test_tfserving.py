@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,23 @@ def test_row_format_instances_in_every_layout_and_scale_agree(server, sample: li
         np.testing.assert_allclose(predictions, reference, atol=1e-5, err_msg=layout)
     right = sum(int(p.argmax()) == d.label for p, d in zip(reference, sample, strict=True))
     assert right >= len(sample) - 1
+
+
+def test_image_files_as_b64_instances_are_decoded_like_uploads(server, sample: list[Digit]) -> None:
+    instances = [{"b64": base64.b64encode(d.png).decode()} for d in sample[:3]]
+    instances.append({"image": {"b64": base64.b64encode(sample[3].png).decode()}})
+    instances.append(sample[4].unit)  # forms may be mixed
+    r = requests.post(f"{server.url}/v1/models/cnn:predict", json={"instances": instances}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    predictions = np.array(r.json()["predictions"])
+    own = requests.post(f"{server.url}/predict", files={"image": sample[0].png}, timeout=TIMEOUT).json()
+    np.testing.assert_allclose(predictions[0], own["probabilities"], atol=1e-5)
+    right = sum(int(p.argmax()) == d.label for p, d in zip(predictions, sample[:5], strict=True))
+    assert right >= 4
+    bad = requests.post(
+        f"{server.url}/v1/models/cnn:predict", json={"instances": [{"b64": "%%%"}]}, timeout=TIMEOUT
+    )
+    assert_flat_error(bad, 400)
 
 
 def test_columnar_inputs_answer_outputs(server, sample: list[Digit]) -> None:

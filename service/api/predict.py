@@ -64,7 +64,7 @@ def _read_inputs(state: ServiceState) -> tuple[np.ndarray, list[Upload | None], 
         if not files:
             raise BadInput("no image: send the picture in a multipart field named 'image'")
         uploads: list[Upload | None] = [Upload(f.read(), f.mimetype) for f in files]
-        images = [_decode(state, u.data) for u in uploads if u is not None]
+        images = [decode_image(state, u.data) for u in uploads if u is not None]
         return _stack(images, uploads, many=len(files) > 1, model=request.form.get("model"))
     body = request.get_data(cache=False)
     if not body:
@@ -77,7 +77,7 @@ def _read_inputs(state: ServiceState) -> tuple[np.ndarray, list[Upload | None], 
         return _read_json(state, body)
     # Anything else is the image itself (curl --data-binary @digit.png -H 'Content-Type: image/png').
     upload = Upload(body, mimetype or None)
-    return _stack([_decode(state, body)], [upload], many=False, model=None)
+    return _stack([decode_image(state, body)], [upload], many=False, model=None)
 
 
 def _read_json(state: ServiceState, body: bytes) -> tuple[np.ndarray, list[Upload | None], bool, str | None]:
@@ -103,9 +103,9 @@ def _read_json(state: ServiceState, body: bytes) -> tuple[np.ndarray, list[Uploa
             value = item.get("image", item.get("images"))
             many = many or isinstance(value, list)
             for n, text in enumerate(value if isinstance(value, list) else [value]):
-                data = _base64(text, f"{where}, image {n}")
+                data = decode_base64(text, f"{where}, image {n}")
                 uploads.append(Upload(data, None))
-                arrays.append(_decode(state, data)[np.newaxis])
+                arrays.append(decode_image(state, data)[np.newaxis])
         elif "pixels" in item:
             what = f"{where}: pixels"
             array = as_array(item["pixels"], what=what)
@@ -129,7 +129,7 @@ def _model_field(item: dict[str, Any], where: str) -> str | None:
     return model
 
 
-def _base64(text: Any, where: str) -> bytes:
+def decode_base64(text: Any, where: str) -> bytes:
     if not isinstance(text, str):
         raise BadInput(f"{where}: expected base64 text")
     if text.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
@@ -143,7 +143,7 @@ def _base64(text: Any, where: str) -> bytes:
     return data
 
 
-def _decode(state: ServiceState, data: bytes) -> np.ndarray:
+def decode_image(state: ServiceState, data: bytes) -> np.ndarray:
     if not data:
         raise BadInput("the uploaded image is empty")
     settings = state.settings

@@ -1,8 +1,9 @@
 """TensorFlow Serving's REST API (v1), so clients written for TF Serving work unchanged.
 
 Row format {"instances": [...]} answers {"predictions": [...]}; columnar {"inputs": ...} answers
-{"outputs": ...}. Each instance is one image: 28x28, 28x28x1 or 784 numbers in 0..1 or 0..255 (or an object
-holding one such tensor by input name). Errors are {"error": "..."} like TF Serving's.
+{"outputs": ...}. Each instance is one image: 28x28, 28x28x1 or 784 numbers in 0..1 or 0..255, or image file
+bytes as {"b64": "..."} (TF Serving's JSON for binary), either also wrapped in {"<input name>": ...}.
+Errors are {"error": "..."} like TF Serving's.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed
 
+from service.api.predict import decode_base64, decode_image
 from service.errors import BadInput
 from service.inference import ServedModel
 from service.state import current, request_info
-from service.tensors import as_array, is_image_shape, to_batch
+from service.tensors import as_array, images_from_json, is_image_shape, to_batch
 
 bp = Blueprint("tfserving", __name__, url_prefix="/v1/models")
 
@@ -141,8 +143,23 @@ def _instances(instances: Any) -> np.ndarray:
     if len(instances) > MAX_INSTANCES:
         raise BadInput(f"at most {MAX_INSTANCES} instances per request")
     values = [_unwrap(instance, f"instance {i}") for i, instance in enumerate(instances)]
+    if any(isinstance(v, dict) or _is_b64(instance) for v, instance in zip(values, instances, strict=True)):
+        return np.concatenate([_one_instance(instance, i) for i, instance in enumerate(instances)])
     array = as_array(values, what="instances")
     return to_batch(array, what="instances")
+
+
+def _is_b64(instance: Any) -> bool:
+    return isinstance(instance, dict) and set(instance) == {"b64"}
+
+
+def _one_instance(instance: Any, i: int) -> np.ndarray:
+    """One instance when the list mixes forms: numbers, or image bytes as TF Serving's {"b64": "..."}."""
+    where = f"instance {i}"
+    value = instance if _is_b64(instance) else _unwrap(instance, where)
+    if _is_b64(value):
+        return decode_image(current(), decode_base64(value["b64"], where))[np.newaxis]
+    return images_from_json(value, what=where)
 
 
 def _inputs(inputs: Any) -> np.ndarray:
