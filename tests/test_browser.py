@@ -5,6 +5,7 @@ the service."""
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -116,17 +117,52 @@ def visit(browser, server) -> Iterator:
         assert not errors, f"the browser logged errors: {errors}"
 
 
-def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
-    """Draw with the mouse: each stroke is pressed, dragged through its points in small steps, released."""
+def draw(page, strokes: list[list[tuple[float, float]]], device: str = "mouse") -> None:
+    """Draw each stroke: pressed, dragged through its points in small steps, released. `mouse` uses
+    Playwright's mouse; `touch` and `pen` send the browser's own input events over CDP (a finger on a touch
+    screen, a stylus), so the page sees pointerType "touch" or "pen" as on a real device."""
     box = page.locator("#pad").bounding_box()
     assert box is not None
+    page.evaluate(
+        """() => { window.pointerTypes = []; document.getElementById('pad')
+            .addEventListener('pointerdown', e => pointerTypes.push(e.pointerType)); }"""
+    )
+    cdp = page.context.new_cdp_session(page) if device != "mouse" else None
     for stroke in strokes:
         points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for point in points[1:]:
-            page.mouse.move(*point, steps=8)
-        page.mouse.up()
+        path = [points[0]] + [
+            (x0 + (x1 - x0) * i / 8, y0 + (y1 - y0) * i / 8)
+            for (x0, y0), (x1, y1) in itertools.pairwise(points)
+            for i in range(1, 9)
+        ]
+        if device == "mouse":
+            page.mouse.move(*path[0])
+            page.mouse.down()
+            for point in path[1:]:
+                page.mouse.move(*point)
+            page.mouse.up()
+        elif device == "touch":
+            assert cdp is not None
+            for i, (x, y) in enumerate(path):
+                kind = "touchStart" if i == 0 else "touchMove"
+                cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        else:
+            assert cdp is not None
+            pen = {"button": "left", "pointerType": "pen", "force": 0.6}
+            cdp.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": path[0][0], "y": path[0][1],
+                                                  "clickCount": 1, "buttons": 1, **pen})  # fmt: skip
+            for x, y in path[1:]:
+                cdp.send(
+                    "Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y, "buttons": 1, **pen}
+                )
+            x, y = path[-1]
+            cdp.send(
+                "Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x, "y": y, "clickCount": 1, **pen}
+            )
+    if cdp is not None:
+        cdp.detach()
+    assert page.evaluate("window.pointerTypes") == [device] * len(strokes), "the page saw other pointers"
 
 
 # Sum of the red channel of a canvas: 0 when it is all black (no ink).
@@ -201,6 +237,14 @@ def test_drawing_a_digit_on_the_canvas_gets_it_predicted(visit, shots: Path, dig
     assert best.get("cnn", shown[0]["digit"]) == digit, f"drew {digit}, models said {best}"
     assert page.locator("#feedback").is_visible()
     page.screenshot(path=str(shots / f"draw-{digit}.png"), full_page=True)
+
+
+def test_a_pen_draws_like_a_mouse(visit) -> None:
+    page = visit("/").page
+    draw(page, STROKES[1], device="pen")
+    page.get_by_role("button", name="Predict", exact=True).click()
+    shown = results(page, len(served_models(page)))
+    assert next((r for r in shown if r["model"] == "cnn"), shown[0])["digit"] == 1
 
 
 def test_predict_as_you_draw_needs_no_click(visit) -> None:
@@ -347,9 +391,10 @@ def test_controls_are_labelled_and_work_from_the_keyboard(visit, mnist_pngs) -> 
 def test_the_page_fits_a_phone_screen(visit, shots: Path) -> None:
     tab = visit("/", viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
     page = tab.page
-    draw(page, STROKES[7])
+    draw(page, STROKES[7], device="touch")
     page.get_by_role("button", name="Predict", exact=True).click()
-    results(page, len(served_models(page)))
+    shown = results(page, len(served_models(page)))
+    assert next((r for r in shown if r["model"] == "cnn"), shown[0])["digit"] == 7
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than the phone"
     page.screenshot(path=str(shots / "phone.png"), full_page=True)
