@@ -16,6 +16,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 pytest_plugins = [
     "tests.fixtures.server",
     "tests.fixtures.cassandra",
+    "tests.fixtures.image",
 ]
 
 
