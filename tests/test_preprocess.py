@@ -158,7 +158,15 @@ def test_formats_outside_the_list_are_refused(digits: np.ndarray, fmt: str) -> N
 
 def test_steps_are_ordered_uint8_images_ending_in_the_model_input(digits: np.ndarray) -> None:
     result = run(encode(Image.fromarray(on_paper(digits[0], 3))))
-    assert list(result.steps) == ["decoded", "ink", "background_removed", "cropped", "scaled", "centered"]
+    assert list(result.steps) == [
+        "decoded",
+        "ink",
+        "background_removed",
+        "cropped",
+        "thickened",
+        "scaled",
+        "centered",
+    ]
     for name, step in result.steps.items():
         assert step.dtype == np.uint8 and step.ndim == 2, name
     assert result.array.dtype == np.float32 and result.array.shape == (28, 28)
@@ -223,7 +231,7 @@ def test_background_suppression_zeroes_paper_saturates_ink_and_keeps_edges() -> 
 
 def test_otsu_threshold_splits_two_modes() -> None:
     values = np.concatenate([np.full(500, 30), np.full(100, 200)]).astype(np.uint8)
-    assert 30 < pp.otsu_threshold(values) <= 200
+    assert 30 < pp.otsu_threshold(pp.histogram(values)) <= 200
 
 
 def test_bounding_box_ignores_isolated_specks_and_keeps_the_fringe() -> None:
@@ -232,6 +240,27 @@ def test_bounding_box_ignores_isolated_specks_and_keeps_the_fringe() -> None:
     clean[29, 40:50] = 0.2  # faint anti-aliased fringe above the stroke
     clean[5, 5] = clean[90, 95] = clean[91, 95] = 1.0  # specks: a pixel and a pair
     assert pp.ink_bounding_box(clean) == (29, 60, 40, 50)
+
+
+def test_stroke_width_measures_lines() -> None:
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[10:90, 40:46] = True  # a 6 px wide bar
+    assert pp.stroke_width(mask) == pytest.approx(6, rel=0.1)
+
+
+def test_hairlines_are_thickened_to_mnist_stroke_width() -> None:
+    digit = np.zeros((200, 100), dtype=np.float32)
+    digit[:, 50] = 1.0  # a 1 px line that would be 0.1 px wide at 20 px
+    thick = pp.thicken_strokes(digit, 20)
+    width = pp.stroke_width(thick >= 0.5) * 20 / max(thick.shape)
+    assert pp.MIN_STROKE <= width <= pp.TARGET_STROKE * 1.2
+    assert thick.shape[0] > digit.shape[0]  # padded: the widened strokes are not clipped
+
+
+def test_mnist_strokes_are_not_thickened(digits: np.ndarray) -> None:
+    for d in digits:
+        crop = d[d.any(axis=1)][:, d.any(axis=0)].astype(np.float32) / 255
+        assert pp.thicken_strokes(crop, 20) is crop
 
 
 def test_scale_to_box_keeps_the_aspect_ratio() -> None:
@@ -295,6 +324,17 @@ def test_coloured_ink_on_coloured_paper(digits: np.ndarray, labels: np.ndarray) 
         rgb = (paper * (1 - weight) + ink * weight).astype(np.uint8)
         outputs.append(run(encode(Image.fromarray(place(rgb, (60, 60), 10, 20, (250, 235, 120))))).array)
     assert_recovers(outputs, digits, labels)
+
+
+@pytest.mark.parametrize("size", [100, 600, 2000])
+def test_a_digit_written_with_a_fine_pen_comes_out_with_mnist_strokes(size: int) -> None:
+    page = Image.new("L", (size, size), 255)
+    points = [(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]  # a 7
+    ImageDraw.Draw(page).line([(x * size, y * size) for x, y in points], fill=0, width=max(1, size // 300))
+    array = run(encode(page)).array
+    width = pp.stroke_width(array >= 0.5)
+    assert pp.MIN_STROKE <= width <= 2 * pp.TARGET_STROKE
+    assert (array >= 0.5).sum() > 20
 
 
 def test_black_strokes_on_a_transparent_canvas(digits: np.ndarray, labels: np.ndarray) -> None:
