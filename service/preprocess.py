@@ -131,17 +131,28 @@ def load_first_frame(image: Image.Image) -> Image.Image:
 
 def to_grayscale(image: Image.Image) -> np.ndarray:
     """Any mode -> 8-bit gray at the working size; transparency is composited onto white paper."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         wide = np.asarray(image, dtype=np.float32)
-        gray = Image.fromarray(np.clip(wide / 257.0, 0, 255).astype(np.uint8))
+        # 16-bit images span 0..65535; 32-bit and float ones have no fixed range: 0..1, 0..255 or their own.
+        peak = float(wide.max()) if wide.size else 0.0
+        if image.mode.startswith("I;16"):
+            top = 65535.0
+        elif image.mode == "F" and peak <= 1:
+            top = 1.0
+        else:
+            top = max(peak, 255.0)
+        gray = Image.fromarray(np.clip(wide * (255 / top), 0, 255).astype(np.uint8))
     elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # A canvas drawing is black strokes on transparent pixels: transparent means paper.
         rgba = image.convert("RGBA")
         gray = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
     elif image.mode in ("1", "L", "P", "RGB"):
         gray = image.convert("L")
-    else:  # CMYK, YCbCr, F, ...
-        gray = image.convert("RGB").convert("L")
+    else:  # CMYK, YCbCr, LAB, HSV, ...
+        try:
+            gray = image.convert("RGB").convert("L")
+        except ValueError as exc:
+            raise BadImage(f"unsupported image mode {image.mode}") from exc
     factor = -(-max(gray.size) // WORK_SIDE)
     if factor > 1:
         gray = gray.reduce(factor)

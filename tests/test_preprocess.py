@@ -197,6 +197,15 @@ def test_sixteen_bit_gray_keeps_its_levels() -> None:
     np.testing.assert_array_equal(pp.to_grayscale(wide), [[0, 128, 255]])
 
 
+@pytest.mark.parametrize(("mode", "scale"), [("I", 1), ("I", 300), ("F", 1), ("F", 1 / 255)])
+def test_wide_gray_modes_are_scaled_to_their_range(mode: str, scale: float) -> None:
+    levels = np.array([[0, 128, 255]], dtype=np.float64)
+    wide = Image.fromarray((levels * scale).astype(np.int32 if mode == "I" else np.float32))
+    assert wide.mode == mode
+    gray = pp.to_grayscale(wide)
+    assert gray[0, 0] == 0 and gray[0, 2] == 255 and abs(int(gray[0, 1]) - 128) <= 1
+
+
 def test_paper_level_and_noise_come_from_the_border() -> None:
     rng = np.random.default_rng(0)
     gray = np.clip(rng.normal(200, 5, (100, 100)), 0, 255).astype(np.uint8)
