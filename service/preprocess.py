@@ -145,7 +145,8 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # A canvas drawing is black strokes on transparent pixels: transparent means paper.
         rgba = image.convert("RGBA")
-        gray = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
+        gray = Image.new("L", rgba.size, 255)
+        gray.paste(rgba.convert("L"), mask=rgba.getchannel("A"))
     elif image.mode in ("1", "L", "P", "RGB"):
         gray = image.convert("L")
     else:  # CMYK, YCbCr, LAB, HSV, ...
