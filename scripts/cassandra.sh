@@ -106,8 +106,9 @@ commitlog_directory: $dir/commitlog
 saved_caches_directory: $dir/saved_caches
 hints_directory: $dir/hints
 cdc_raw_directory: $dir/cdc_raw
-commitlog_sync: periodic
-commitlog_sync_period: 10000ms
+# Acknowledge a write only once its commit log entry is fsynced: with the default (periodic, 10 s) a
+# SIGKILLed node forgets the writes of its last seconds, and one node has no replica to repair them from.
+commitlog_sync: batch
 commitlog_segment_size: 16MiB
 storage_compatibility_mode: NONE
 # Tests create and drop keyspaces all the time: no snapshot on drop/truncate.
@@ -200,8 +201,6 @@ start_node() {
     -Dcassandra.skip_wait_for_gossip_to_settle=0
     -Dcassandra.ring_delay_ms=1000
     -Dcassandra.superuser_setup_delay_ms=0
-    # Schema changes do not flush the system tables to disk (tests create and drop keyspaces constantly).
-    -Dcassandra.unsafesystem=true
     "$@"
   )
   log "starting $address:$PORT (heap $heap, log $dir/logs/system.log)"

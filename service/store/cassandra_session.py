@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 
+from cassandra import ProtocolVersion
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import (
@@ -36,6 +37,8 @@ def make_cluster(config: CassandraConfig) -> Cluster:
     return Cluster(
         contact_points=list(config.hosts),
         port=config.port,
+        # Cassandra 4.0 and later speak v5; naming it skips the driver's downgrade probing on every connect.
+        protocol_version=ProtocolVersion.V5,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         ssl_context=ssl_context,

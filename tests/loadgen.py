@@ -1,0 +1,72 @@
+"""A fixed-rate load generator, run as its own process so the test process does not compete with it.
+
+    python -m tests.loadgen URL BODIES_FILE OUT_FILE --rate 100 --seconds 20
+
+POSTs the JSON bodies of BODIES_FILE (one per line, in turn) to URL at a fixed rate (open loop: a slow
+answer does not delay the next request), then writes every outcome to OUT_FILE as JSON:
+{"sent": n, "results": [{"status": 200, "id": "...", "ms": 3.1, "error": null}, ...]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+
+_local = threading.local()
+
+
+def post(url: str, body: bytes, timeout: float) -> dict[str, Any]:
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    started = time.perf_counter()
+    try:
+        response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=timeout)
+    except requests.RequestException as exc:
+        return {"status": None, "id": None, "ms": None, "error": f"{type(exc).__name__}: {exc}"}
+    ms = (time.perf_counter() - started) * 1000
+    try:
+        record_id = response.json().get("id") if response.ok else None
+    except ValueError:
+        record_id = None
+    error = None if response.ok and record_id else response.text[:300]
+    return {"status": response.status_code, "id": record_id, "ms": round(ms, 3), "error": error}
+
+
+def run(url: str, bodies: list[bytes], rate: float, seconds: float, timeout: float) -> dict[str, Any]:
+    total = int(rate * seconds)
+    futures = []
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        start = time.monotonic()
+        for i in range(total):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(post, url, bodies[i % len(bodies)], timeout))
+        results = [f.result() for f in futures]
+    return {"sent": total, "seconds": round(time.monotonic() - start, 3), "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("bodies", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--timeout", type=float, default=30.0, help="per request")
+    args = parser.parse_args()
+    bodies = [line.encode() for line in args.bodies.read_text().splitlines() if line.strip()]
+    summary = run(args.url, bodies, args.rate, args.seconds, args.timeout)
+    args.out.write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
