@@ -132,6 +132,9 @@ class Statements:
     def _prepare(self, cql: str, write: bool = False) -> PreparedStatement:
         stmt = self.session.prepare(cql)
         stmt.consistency_level = self.write_cl if write else self.read_cl
+        # Every statement here is safe to repeat (upserts of fixed keys, reads): the driver may retry it on
+        # another node after a timeout or a dropped connection.
+        stmt.is_idempotent = True
         return stmt
 
     def history(self, cursor: str, digit: bool) -> PreparedStatement:
