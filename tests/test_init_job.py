@@ -33,9 +33,11 @@ def keyspace(cassandra_node: CassandraNode) -> Iterator[str]:
 
 
 def render_for(node: CassandraNode, keyspace: str) -> Rendered:
-    """The chart as a user with an external Cassandra (this node, its credentials) would install it."""
+    """The chart as a user with an external one-node Cassandra (this node, its credentials) installs it."""
     datacenter = node.session().execute("SELECT data_center FROM system.local").one().data_center
     return render(
+        # One node holds one replica; the chart's default for an external cluster (3) needs three.
+        set_json={"store.replication": {datacenter: 1}},
         sets={
             "cassandra.enabled": "false",
             "externalCassandra.hosts[0]": node.host,
@@ -45,7 +47,7 @@ def render_for(node: CassandraNode, keyspace: str) -> Rendered:
             "auth.username": node.username or "",
             "auth.password": node.password or "",
             "keyspaceInit.waitSeconds": "120",
-        }
+        },
     )
 
 
@@ -91,7 +93,7 @@ def test_keyspace_init_job_creates_the_keyspace_with_the_charts_replication(
     assert replication is not None
     datacenter = rendered.one("ConfigMap", "api")["data"]["MNIST_STORE_URL"].split("dc=")[1].split("&")[0]
     assert replication["class"].endswith("NetworkTopologyStrategy")
-    assert replication[datacenter] == "3"  # the chart's default for an external cluster
+    assert replication[datacenter] == "1"
     schema = (ROOT / "service" / "store" / "schema.cql").read_text()
     expected = {
         line.split(".")[1].split()[0] for line in schema.splitlines() if line.startswith("CREATE TABLE")
