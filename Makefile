@@ -70,6 +70,9 @@ manifests: tools ## Regenerate k8s/ plain manifests from the Helm chart
 image: ## Build the container image with podman on a local debootstrap base
 	scripts/build-image.sh
 
+image-test: install ## Build the image, run it read-only, predict, /metrics, SIGTERM (part of `make test`)
+	$(BIN)/pytest tests/test_image.py
+
 e2e: install ## End-to-end test on the cluster KUBECONFIG points at
 	$(BIN)/pytest tests/e2e
 
