@@ -216,7 +216,8 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 wait_for_cql() {
   local dir="$1" address="$2" start=$SECONDS
   until port_open "$address" "$PORT"; do
-    if ! pid_of "$dir" >/dev/null; then
+    # kill -0, not pid_of: just after the fork the child may not have exec'd java yet.
+    if ! kill -0 "$(cat "$dir/cassandra.pid")" 2>/dev/null; then
       tail -20 "$dir/logs/stdout.log" >&2 || true
       grep -E "ERROR|Exception" "$dir/logs/system.log" 2>/dev/null | tail -10 >&2 || true
       die "the node at $address exited during startup (logs in $dir/logs)"
