@@ -462,6 +462,12 @@ def main() -> None:
     png_dir = tmp / "pngs"
     png_dir.mkdir()
     pngs, labels = write_pngs(base.data_dir, png_dir, args.pngs)
+    # A private copy of each model's latest version: the run measures one fixed set of artifacts.
+    model_dir = tmp / "models"
+    for model in models:
+        artifact = latest(base.model_dir, model)
+        shutil.copytree(artifact.path, model_dir / model / artifact.version)
+        log(f"{model}: version {artifact.version} from {artifact.path}")
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -471,7 +477,8 @@ def main() -> None:
         "MNIST_PORT": str(port),
         "MNIST_STORE_URL": f"sqlite:///{tmp / 'predictions.db'}",
         "MNIST_SPOOL_DIR": str(tmp / "spool"),
-        "MNIST_MODEL_DIR": str(base.model_dir.resolve()),
+        "MNIST_MODEL_DIR": str(model_dir),
+        "MNIST_DEFAULT_MODEL": base.default_model if base.default_model in models else models[0],
     }
     if args.workers:
         env["MNIST_WORKERS"] = str(args.workers)
@@ -537,7 +544,7 @@ def main() -> None:
     mnist = load_mnist(base.data_dir)
     images = mnist.test_images.astype(np.float32) / 255.0
     for model in models:
-        artifact = latest(base.model_dir, model)
+        artifact = latest(model_dir, model)
         threads = report.settings["ceiling_threads"]
         report.ceilings[model] = {b: ceiling(artifact.tflite_path, images, threads, b) for b in (32, 64)}
         log(f"{model} in-process ceiling: {report.ceilings[model]}")
