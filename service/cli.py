@@ -140,10 +140,21 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
 
     overrides = {"MNIST_HOST": host, "MNIST_PORT": port, "MNIST_WORKERS": workers, "MNIST_THREADS": threads}
     os.environ.update({key: str(value) for key, value in overrides.items() if value is not None})
+    from service.artifacts import ArtifactError, discover
+
+    # Fail here, with a message that says what to do, rather than in every worker.
     try:
-        Settings()  # fail here, with the variable's name, rather than in every worker
+        settings = Settings()
+        found = discover(settings.model_dir)
     except ValidationError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
+    except ArtifactError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings.default_model not in found:
+        raise click.ClickException(
+            f"no {settings.default_model!r} model under {settings.model_dir.resolve()} (found: "
+            f"{', '.join(sorted(found)) or 'none'}); train it with `make train` or set MNIST_DEFAULT_MODEL"
+        )
     # exec: gunicorn's arbiter becomes this process, so SIGTERM from a supervisor reaches it directly.
     argv = [
         sys.executable,
