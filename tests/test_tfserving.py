@@ -43,6 +43,12 @@ def test_metadata_describes_the_serving_signature(server) -> None:
     (out,) = signature["outputs"].values()
     assert [d["size"] for d in inp["tensor_shape"]["dim"]] == ["-1", "28", "28"]
     assert [d["size"] for d in out["tensor_shape"]["dim"]] == ["-1", "10"]
+    version = _version(server, "cnn")
+    versioned = requests.get(
+        f"{server.url}/v1/models/cnn/versions/{version}/metadata", timeout=TIMEOUT
+    ).json()
+    assert versioned == body
+    assert_flat_error(requests.get(f"{server.url}/v1/models/cnn/versions/999/metadata", timeout=TIMEOUT), 404)
 
 
 def test_row_format_instances_in_every_layout_and_scale_agree(server, sample: list[Digit]) -> None:

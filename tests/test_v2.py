@@ -49,6 +49,7 @@ def test_server_and_models_report_live_and_ready(client) -> None:
             "digit": "INT64",
         }
         assert client.is_model_ready(name, model_version=meta["versions"][0])
+        assert client.get_model_metadata(name, model_version=meta["versions"][0]) == meta
     assert client.get_server_metadata()["extensions"]
     assert not client.is_model_ready("resnet")
 
