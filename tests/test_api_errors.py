@@ -116,6 +116,10 @@ def _pixels(value: object) -> str:
         ('{"pixels": [' + ",".join(["[" + ",".join(["Infinity"] * 28) + "]"] * 28) + "]}", "finite"),
         (_pixels([[10**30] * 28] * 28), "number"),
         (json.dumps({"pixels": [[0.5] * 28] * 28, "model": 3}), "model"),
+        ('{"image": []}', "no images"),
+        ('{"pixels": []}', "no images"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+        ('{"pixels": ' + "[" * 900 + "0" + "]" * 900 + "}", "rectangular"),
     ],
 )
 def test_wrong_json_is_a_400_that_names_the_problem(server, body: str, fragment: str) -> None:

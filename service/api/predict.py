@@ -63,9 +63,11 @@ def _read_inputs(state: ServiceState) -> tuple[np.ndarray, list[Upload | None], 
         files = [f for name in _IMAGE_FIELDS for f in request.files.getlist(name)]
         if not files:
             raise BadInput("no image: send the picture in a multipart field named 'image'")
-        uploads: list[Upload | None] = [Upload(f.read(), f.mimetype) for f in files]
-        images = [decode_image(state, u.data) for u in uploads if u is not None]
-        return _stack(images, uploads, many=len(files) > 1, model=request.form.get("model"))
+        if len(files) > MAX_IMAGES_PER_REQUEST:
+            raise BadInput(f"at most {MAX_IMAGES_PER_REQUEST} images per request")
+        decoded = [decode_upload(state, f.read()) for f in files]
+        images = np.stack([array for array, _ in decoded])
+        return images, [upload for _, upload in decoded], len(files) > 1, request.form.get("model")
     body = request.get_data(cache=False)
     if not body:
         raise BadInput(
@@ -76,14 +78,14 @@ def _read_inputs(state: ServiceState) -> tuple[np.ndarray, list[Upload | None], 
     if mimetype == "application/json" or body.lstrip()[:1] in (b"{", b"["):
         return _read_json(state, body)
     # Anything else is the image itself (curl --data-binary @digit.png -H 'Content-Type: image/png').
-    upload = Upload(body, mimetype or None)
-    return _stack([decode_image(state, body)], [upload], many=False, model=None)
+    array, upload = decode_upload(state, body)
+    return array[np.newaxis], [upload], False, None
 
 
 def _read_json(state: ServiceState, body: bytes) -> tuple[np.ndarray, list[Upload | None], bool, str | None]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadInput(f"the body is not valid JSON: {exc}") from None
     many = isinstance(doc, list)
     items = doc if many else [doc]
@@ -102,10 +104,13 @@ def _read_json(state: ServiceState, body: bytes) -> tuple[np.ndarray, list[Uploa
         if "image" in item or "images" in item:
             value = item.get("image", item.get("images"))
             many = many or isinstance(value, list)
-            for n, text in enumerate(value if isinstance(value, list) else [value]):
-                data = decode_base64(text, f"{where}, image {n}")
-                uploads.append(Upload(data, None))
-                arrays.append(decode_image(state, data)[np.newaxis])
+            texts = value if isinstance(value, list) else [value]
+            if len(texts) > MAX_IMAGES_PER_REQUEST:
+                raise BadInput(f"at most {MAX_IMAGES_PER_REQUEST} images per request")
+            for n, text in enumerate(texts):
+                array, upload = decode_upload(state, decode_base64(text, f"{where}, image {n}"))
+                uploads.append(upload)
+                arrays.append(array[np.newaxis])
         elif "pixels" in item:
             what = f"{where}: pixels"
             array = as_array(item["pixels"], what=what)
@@ -116,6 +121,8 @@ def _read_json(state: ServiceState, body: bytes) -> tuple[np.ndarray, list[Uploa
             arrays.append(batch)
         else:
             raise BadInput(f'{where}: expected a field "image" (base64) or "pixels" (28x28 numbers)')
+    if not arrays:
+        raise BadInput("no images given")
     images = np.concatenate(arrays)
     if len(images) > MAX_IMAGES_PER_REQUEST:
         raise BadInput(f"at most {MAX_IMAGES_PER_REQUEST} images per request")
@@ -143,20 +150,13 @@ def decode_base64(text: Any, where: str) -> bytes:
     return data
 
 
-def decode_image(state: ServiceState, data: bytes) -> np.ndarray:
+def decode_upload(state: ServiceState, data: bytes) -> tuple[np.ndarray, Upload]:
+    """Image file bytes -> the 28x28 model input, and the upload with its detected type (for the record)."""
     if not data:
         raise BadInput("the uploaded image is empty")
     settings = state.settings
     pre = preprocess(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-    return pre.array
-
-
-def _stack(
-    images: list[np.ndarray], uploads: list[Upload | None], many: bool, model: str | None
-) -> tuple[np.ndarray, list[Upload | None], bool, str | None]:
-    if len(images) > MAX_IMAGES_PER_REQUEST:
-        raise BadInput(f"at most {MAX_IMAGES_PER_REQUEST} images per request")
-    return np.stack(images).astype(np.float32, copy=False), uploads, many, model
+    return pre.array, Upload(data, pre.mime)
 
 
 # --- models ---

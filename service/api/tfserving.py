@@ -15,7 +15,7 @@ import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from service.api.predict import decode_base64, decode_image
+from service.api.predict import decode_base64, decode_upload
 from service.errors import BadInput
 from service.inference import ServedModel
 from service.state import current, request_info
@@ -121,7 +121,7 @@ def _json_body() -> dict[str, Any]:
         raise BadInput("JSON body is empty")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadInput(f"JSON parse error: {exc}") from None
     if not isinstance(doc, dict):
         raise BadInput("JSON body must be an object with 'instances' or 'inputs'")
@@ -158,7 +158,7 @@ def _one_instance(instance: Any, i: int) -> np.ndarray:
     where = f"instance {i}"
     value = instance if _is_b64(instance) else _unwrap(instance, where)
     if _is_b64(value):
-        return decode_image(current(), decode_base64(value["b64"], where))[np.newaxis]
+        return decode_upload(current(), decode_base64(value["b64"], where))[0][np.newaxis]
     return images_from_json(value, what=where)
 
 

@@ -119,7 +119,7 @@ def _split_body() -> tuple[dict[str, Any], bytes]:
         header, binary = body, b""
     try:
         doc = json.loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadInput(f"invalid JSON in the inference request: {exc}") from None
     if not isinstance(doc, dict):
         raise BadInput("the inference request must be a JSON object")
