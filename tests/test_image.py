@@ -15,7 +15,7 @@ import requests
 from PIL import Image
 
 from service.data import load_mnist
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.fixtures.image import ULIMITS, Container, ServiceImage, podman, resolve_env, run_args
 from tests.helm_tools import render
 
@@ -119,7 +119,7 @@ def test_models_are_baked_in_under_the_model_dir(service_image: ServiceImage) ->
         "run", "--rm", "--network", "host", *ULIMITS, "--entrypoint", "sh", service_image.tag, "-c",
         "ls /opt/mnist/models/*/*/model.tflite",
     )  # fmt: skip
-    shipped = sorted(str(p.relative_to(Path("models"))) for p in Path("models").glob("*/*/model.tflite"))
+    shipped = sorted(str(p.relative_to(ROOT / "models")) for p in (ROOT / "models").glob("*/*/model.tflite"))
     baked = sorted(line.removeprefix("/opt/mnist/models/") for line in result.stdout.split())
     assert baked == shipped and baked
 
