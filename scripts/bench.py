@@ -98,6 +98,7 @@ class Report:
     recorded: dict[str, int] = field(default_factory=dict)
     sanity: dict[str, str] = field(default_factory=dict)
     loadavg: list[str] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
 
 
 def log(message: str) -> None:
@@ -339,6 +340,7 @@ def render(report: Report) -> str:
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; commit {git_commit()}",
         f"- Machine: {machine()}; load average before the run: {' '.join(report.loadavg)}",
         f"- Command: `{report.command}`",
+        f"- Models: {', '.join(report.models.values())}",
         f"- Server: `mnist serve`, gunicorn {s['workers']} workers x {s['threads']} threads, micro-batch "
         f"<= {s['max_batch_size']} images / {s['max_batch_wait_ms']} ms, LiteRT "
         f"{s['inference_threads']} thread(s) per worker, SQLite store (write-behind queue), JSON access log.",
@@ -464,9 +466,11 @@ def main() -> None:
     pngs, labels = write_pngs(base.data_dir, png_dir, args.pngs)
     # A private copy of each model's latest version: the run measures one fixed set of artifacts.
     model_dir = tmp / "models"
+    notes: dict[str, str] = {}
     for model in models:
         artifact = latest(base.model_dir, model)
         shutil.copytree(artifact.path, model_dir / model / artifact.version)
+        notes[model] = f"{model} v{artifact.version} (test accuracy {artifact.accuracy:.2%})"
         log(f"{model}: version {artifact.version} from {artifact.path}")
 
     port = free_port()
@@ -498,6 +502,7 @@ def main() -> None:
             "pngs": args.pngs,
         },
         loadavg=Path("/proc/loadavg").read_text().split()[:3],
+        models=notes,
     )
 
     log(
