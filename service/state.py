@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -93,20 +95,28 @@ class ServiceState:
         served = self.models.get(model, version)
         probabilities = served.predict(images)
         latency_ms = (time.perf_counter() - info.started) * 1000
-        digits = probabilities.argmax(axis=1)
+        # Per-batch numpy rather than per-image Python: a request may carry hundreds of images.
+        digits = probabilities.argmax(axis=1).tolist()
+        confidences = probabilities.max(axis=1).tolist()
+        pixels = to_pixels(images)
+        ids = _uuid4s(len(images))
         created = datetime.now(UTC)
         predictions: list[Prediction] = []
         for i, probs in enumerate(probabilities):
-            digit = int(digits[i])
-            prediction = Prediction(uuid.uuid4(), served, digit, float(probs[digit]), probs, images[i])
-            upload = uploads[i] if uploads else None
-            self._record(prediction, upload, info, created, latency_ms)
-            metrics.observe_prediction(served.name, digit, prediction.confidence)
+            prediction = Prediction(ids[i], served, digits[i], confidences[i], probs, images[i])
+            self._record(prediction, pixels[i], uploads[i] if uploads else None, info, created, latency_ms)
             predictions.append(prediction)
+        _count(served.name, digits, confidences)
         return predictions, latency_ms
 
     def _record(
-        self, p: Prediction, upload: Upload | None, info: RequestInfo, created: datetime, latency_ms: float
+        self,
+        p: Prediction,
+        pixels: bytes,
+        upload: Upload | None,
+        info: RequestInfo,
+        created: datetime,
+        latency_ms: float,
     ) -> None:
         keep = upload is not None and len(upload.data) <= self.settings.keep_image_bytes
         self.writes.put(
@@ -117,8 +127,8 @@ class ServiceState:
                 version=p.model.version,
                 digit=p.digit,
                 confidence=p.confidence,
-                probabilities=tuple(float(x) for x in p.probabilities),
-                pixels=to_pixels(p.image),
+                probabilities=tuple(p.probabilities.tolist()),
+                pixels=pixels,
                 latency_ms=latency_ms,
                 image=upload.data if keep and upload else None,
                 image_type=upload.mime if keep and upload else None,
@@ -137,6 +147,21 @@ class ServiceState:
         drained = self.writes.drain(timeout)
         self.store.close()
         return drained
+
+
+def _uuid4s(n: int) -> list[uuid.UUID]:
+    """n random (version 4) UUIDs from one call for randomness instead of n."""
+    raw = os.urandom(16 * n)
+    return [uuid.UUID(bytes=raw[i * 16 : (i + 1) * 16], version=4) for i in range(n)]
+
+
+def _count(model: str, digits: list[int], confidences: list[float]) -> None:
+    """Prediction metrics of one request: one counter update per digit seen, every confidence observed."""
+    for digit, count in Counter(digits).items():
+        metrics.PREDICTIONS.labels(model=model, digit=str(digit)).inc(count)
+    confidence = metrics.CONFIDENCE.labels(model=model)
+    for value in confidences:
+        confidence.observe(value)
 
 
 def current() -> ServiceState:

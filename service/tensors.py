@@ -88,9 +88,10 @@ def images_from_json(value: Any, *, what: str) -> np.ndarray:
     return to_batch(array, what=what)
 
 
-def to_pixels(image: np.ndarray) -> bytes:
-    """A float [28, 28] 0..1 image -> the 784 uint8 bytes a record keeps."""
-    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8).tobytes()
+def to_pixels(images: np.ndarray) -> list[bytes]:
+    """Float [N, 28, 28] 0..1 images -> for each, the 784 uint8 bytes a record keeps."""
+    quantized = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+    return [image.tobytes() for image in quantized]
 
 
 def from_pixels(pixels: bytes) -> np.ndarray:
