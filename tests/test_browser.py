@@ -397,6 +397,7 @@ def test_the_page_fits_a_phone_screen(visit, shots: Path) -> None:
     assert next((r for r in shown if r["model"] == "cnn"), shown[0])["digit"] == 7
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than the phone"
+    page.screenshot(path=str(shots / "phone-screen.png"))  # what the phone shows: scrolled to the answer
     page.screenshot(path=str(shots / "phone.png"), full_page=True)
     page.goto(page.url.rstrip("/") + "/history")
     page.wait_for_selector("body[data-ready='true']")

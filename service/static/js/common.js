@@ -68,7 +68,7 @@ function paintPixels(canvas, pixels) {
 /** A small SVG bar chart of the 10 class probabilities, the predicted digit highlighted. */
 function barChart(probabilities, digit, title) {
   const width = 250;
-  const height = 120;
+  const height = 100;
   const barWidth = width / 10;
   const plot = height - 20;
   const svg = document.createElementNS(SVG_NS, "svg");

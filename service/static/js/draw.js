@@ -181,7 +181,7 @@
     feedbackStatus.textContent = "";
     // On a phone the answer is below the drawing: bring it into view (not while drawing live).
     if (!live.checked && window.matchMedia("(max-width: 759px)").matches) {
-      status.scrollIntoView({ block: "start" });
+      document.getElementById("result-heading").scrollIntoView({ block: "start" });
     }
     feedback.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", "false"));
   }
