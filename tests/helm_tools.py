@@ -146,7 +146,9 @@ def kubeconform(
     ]
     if skip_kinds:
         args += ["-skip", ",".join(skip_kinds)]
-    return subprocess.run([*args, "-"], input=manifests, capture_output=True, text=True, check=False)
+    if isinstance(manifests, str):
+        return subprocess.run([*args, "-"], input=manifests, capture_output=True, text=True, check=False)
+    return subprocess.run([*args, *map(str, manifests)], capture_output=True, text=True, check=False)
 
 
 def load_values() -> dict[str, Any]:
