@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
     threads: int = Field(8, ge=1, le=256, description="Threads per worker (requests served at once).")
     timeout_s: int = Field(30, ge=1, description="gunicorn worker timeout.")
-    graceful_timeout_s: int = Field(20, ge=1, description="Time allowed to finish requests and drain on SIGTERM.")
+    graceful_timeout_s: int = Field(
+        20, ge=1, description="Time allowed to finish requests and drain on SIGTERM."
+    )
 
     # Data (training and evaluation only)
     data_dir: Path = Field(Path("data/mnist"), description="Folder with the four MNIST *-ubyte.gz files.")
@@ -45,7 +47,9 @@ class Settings(BaseSettings):
         description="sqlite:///path or cassandra://user:pass@host1,host2:9042/keyspace?dc=..&consistency=..",
     )
     write_queue_size: int = Field(10_000, ge=1, description="Records waiting for the store before overflow.")
-    spool_dir: Path = Field(Path("var/spool"), description="Durable spool for records Cassandra could not take.")
+    spool_dir: Path = Field(
+        Path("var/spool"), description="Durable spool for records Cassandra could not take."
+    )
     spool_max_bytes: int = Field(1_073_741_824, ge=1024, description="Spool size cap.")
     cassandra_username: str | None = Field(None, description="Overrides the user in STORE_URL.")
     cassandra_password: str | None = Field(None, description="Overrides the password in STORE_URL.")
