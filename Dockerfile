@@ -1,8 +1,8 @@
 # mnist-service: the HTTP service (gunicorn via `mnist serve`) with the shipped LiteRT models. No TensorFlow.
 #
 #   podman build --format docker -t localhost/mnist-service:0.1.0 .      (or `make image`, which also makes a base)
-#   podman run --rm -p 8000:8000 --read-only --tmpfs /tmp --tmpfs /var/lib/mnist --tmpfs /var/spool/mnist \
-#     --tmpfs /run/prometheus localhost/mnist-service:0.1.0
+#   podman run --rm -p 8000:8000 --read-only --tmpfs /tmp --tmpfs /var/lib/mnist:U --tmpfs /var/spool/mnist:U \
+#     --tmpfs /run/prometheus:U localhost/mnist-service:0.1.0
 #
 # Everything is configured by MNIST_* environment variables (see README "Configuration").
 
@@ -52,7 +52,7 @@ LABEL org.opencontainers.image.title="mnist-service" \
       org.opencontainers.image.description="Handwritten digit recognition over HTTP (LiteRT models, gunicorn)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# libev4: the event loop cassandra-driver's compiled reactor links against (the runtime part of libev-dev).
+# libev4: the event loop a cassandra-driver compiled in the builder links against (its wheel bundles one).
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends libev4; \

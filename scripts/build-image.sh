@@ -122,5 +122,5 @@ log "building $IMAGE on $BASE_IMAGE"
 started=$SECONDS
 # --format docker: the OCI format has no HEALTHCHECK; --layers: reuse cached steps across builds.
 "${PODMAN[@]}" build --format docker --layers --network host "${ULIMITS[@]}" "${mounts[@]}" \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" --tag "$IMAGE" --file Dockerfile .
+  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" --tag "$IMAGE" --file Dockerfile .
 log "built $IMAGE in $((SECONDS - started))s, size $("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec)"
