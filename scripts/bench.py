@@ -232,16 +232,20 @@ def run_wrk(
 # --- in-process measurements ---
 
 
-def ceiling(tflite: Path, images: np.ndarray, threads: int, batch: int, seconds: float = 3.0) -> float:
-    """Images/s of the bare model on batches of `batch`: what HTTP serving could reach at best."""
+def ceiling(tflite: Path, images: np.ndarray, threads: int, batch: int, rounds: int = 3) -> float:
+    """Images/s of the bare model on batches of `batch` (best of `rounds` 1.5 s windows: the machine is
+    shared, the best window is the one least disturbed)."""
     model = TFLiteModel.load(tflite, threads=threads)
     model.predict(images[:batch])
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for i in range(0, len(images) - batch + 1, batch):
-            model.predict(images[i : i + batch])
-            done += batch
-    return done / (time.perf_counter() - started)
+    best = 0.0
+    for _ in range(rounds):
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < 1.5:
+            for i in range(0, len(images) - batch + 1, batch):
+                model.predict(images[i : i + batch])
+                done += batch
+        best = max(best, done / (time.perf_counter() - started))
+    return best
 
 
 def preprocess_ms(pngs: list[bytes], settings: Settings) -> float:
@@ -281,26 +285,34 @@ def write_path(folder: Path, pngs: list[bytes]) -> dict[str, float]:
             for i in range(n)
         ]
 
+    def single(store: SqliteStore, recs: list[PredictionRecord]) -> None:
+        for rec in recs:
+            store.record(rec)
+
+    def batches(store: SqliteStore, recs: list[PredictionRecord]) -> None:
+        for i in range(0, len(recs), 256):
+            store.record_many(recs[i : i + 256])
+
+    def queued(store: SqliteStore, recs: list[PredictionRecord]) -> None:
+        queue = WriteQueue(store, maxsize=len(recs)).start()
+        for rec in recs:
+            queue.put(rec)
+        queue.drain(timeout=120)
+
+    # Each way into a fresh file, best of three rounds (the machine is shared).
     result: dict[str, float] = {}
-    store = SqliteStore(folder / "writes.db")
-    recs = records(2000)
-    started = time.perf_counter()
-    for rec in recs:
-        store.record(rec)
-    result["single"] = len(recs) / (time.perf_counter() - started)
-    recs = records(20_000)
-    started = time.perf_counter()
-    for i in range(0, len(recs), 256):
-        store.record_many(recs[i : i + 256])
-    result["batch256"] = len(recs) / (time.perf_counter() - started)
-    recs = records(20_000)
-    queue = WriteQueue(store, maxsize=len(recs)).start()
-    started = time.perf_counter()
-    for rec in recs:
-        queue.put(rec)
-    queue.drain(timeout=120)
-    result["queue"] = len(recs) / (time.perf_counter() - started)
-    store.close()
+    for name, write, n in (
+        ("single", single, 2000),
+        ("batch256", batches, 10_000),
+        ("queue", queued, 10_000),
+    ):
+        for round_ in range(3):
+            store = SqliteStore(folder / f"writes-{name}-{round_}.db")
+            recs = records(n)
+            started = time.perf_counter()
+            write(store, recs)
+            result[name] = max(result.get(name, 0.0), n / (time.perf_counter() - started))
+            store.close()
     return result
 
 
