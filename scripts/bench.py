@@ -163,10 +163,23 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages split between the processes sharing them, so sums add up."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def server_rss(pid: int) -> dict[str, int]:
     pids = process_tree(pid)
     per = {p: rss_bytes(p) for p in pids}
-    return {"total": sum(per.values()), "master": per[pid], "processes": len(pids)}
+    return {
+        "total": sum(per.values()),
+        "pss": sum(pss_bytes(p) for p in pids),
+        "master": per[pid],
+        "processes": len(pids),
+    }
 
 
 def start_server(env: dict[str, str], url: str, log_path: Path) -> subprocess.Popen[bytes]:
@@ -435,7 +448,8 @@ def render(report: Report) -> str:
         )
     lines += [
         f"| server RSS reported | {rss.get('total', 0) / 2**20:,.0f} MiB in {rss.get('processes', 0)} "
-        f"processes (master {rss.get('master', 0) / 2**20:,.0f} MiB), after the load | yes |",
+        f"processes (master {rss.get('master', 0) / 2**20:,.0f} MiB); PSS (shared pages counted once) "
+        f"{rss.get('pss', 0) / 2**20:,.0f} MiB; after the load | yes |",
         "",
         "## Write path (SQLite, in process)",
         "",
