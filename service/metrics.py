@@ -13,6 +13,7 @@ import os
 import resource
 import threading
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import (
@@ -159,23 +160,36 @@ def update_process_metrics(force: bool = False) -> None:
         RESIDENT_MEMORY.set(_resident_bytes())
 
 
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Counter | Histogram, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: `labels()` takes a lock per call, which request threads
+    contend for; a dict lookup does not (a rare duplicate creation is harmless, it returns the same child)."""
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
     """Count one answered HTTP request and its latency (and keep the worker's RSS gauge fresh)."""
-    HTTP_REQUESTS.labels(endpoint=endpoint, method=method, status=str(status)).inc()
-    HTTP_DURATION.labels(endpoint=endpoint).observe(seconds)
+    _child(HTTP_REQUESTS, endpoint, method, str(status)).inc()
+    _child(HTTP_DURATION, endpoint).observe(seconds)
     update_process_metrics()
 
 
 def observe_prediction(model: str, digit: int, confidence: float) -> None:
     """Count one prediction and its confidence."""
-    PREDICTIONS.labels(model=model, digit=str(digit)).inc()
-    CONFIDENCE.labels(model=model).observe(confidence)
+    _child(PREDICTIONS, model, str(digit)).inc()
+    _child(CONFIDENCE, model).observe(confidence)
 
 
 def observe_batch(model: str, size: int, seconds: float) -> None:
     """One model call of `size` images that took `seconds`."""
-    BATCH_SIZE.labels(model=model).observe(size)
-    INFERENCE_DURATION.labels(model=model).observe(seconds)
+    _child(BATCH_SIZE, model).observe(size)
+    _child(INFERENCE_DURATION, model).observe(seconds)
 
 
 def observe_feedback(model: str, predicted: int, label: int) -> None:
