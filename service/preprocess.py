@@ -34,6 +34,8 @@ NOISE_SIGMAS = 3.0  # paper brighter than its median by fewer noise sigmas than 
 INK_QUANTILE = 0.75  # this quantile of the ink becomes full white (MNIST strokes have a saturated core)
 MIN_STROKE = 0.9  # strokes thinner than this (in output px) are widened: 99.5% of MNIST digits are wider
 TARGET_STROKE = 2.0  # ... to about this width (MNIST's median is 1.85, measured the same way)
+EVEN_LIGHT = 4  # a border whose gray levels span no more than this is evenly lit
+BORDER_SAMPLES = 4096  # border pixels used to fit the lighting
 SATURATED = 8  # ink this close to white is white already
 MIN_NEIGHBOURS = 3  # an ink pixel with fewer ink pixels in its 3x3 neighbourhood (itself included) is a speck
 MIN_DIGIT_FRACTION = 1 / 40  # ink spanning less than this of the image's longer side is no digit
@@ -70,8 +72,9 @@ def preprocess(data: bytes, *, max_bytes: int, max_pixels: int) -> Preprocessed:
     gray = to_grayscale(load_first_frame(image))
     steps: dict[str, np.ndarray] = {"decoded": gray}
 
-    paper = estimate_paper(gray)
-    ink, paper = to_white_on_black(gray, paper)
+    gray = even_out_lighting(gray)
+    steps["lighting"] = gray
+    ink, paper = to_white_on_black(gray, estimate_paper(gray))
     steps["ink"] = ink
     clean = suppress_background(ink, paper)
     steps["background_removed"] = _to_uint8(clean)
@@ -173,6 +176,48 @@ def estimate_paper(gray: np.ndarray) -> Paper:
     order = np.argsort(deviation, kind="stable")
     mad = float(deviation[order][np.searchsorted(np.cumsum(hist[order]), 0.5 * border.size)])
     return Paper(level=level, sigma=1.4826 * mad)  # the MAD of Gaussian noise is 0.6745 sigma
+
+
+def _border(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of a ring along the image's edges, a twentieth of its smaller side wide."""
+    height, width = gray.shape
+    ring = max(1, min(height, width) // 20)
+    rows, cols = np.indices((height, width))
+    edge = (rows < ring) | (rows >= height - ring) | (cols < ring) | (cols >= width - ring)
+    return rows[edge], cols[edge]
+
+
+def even_out_lighting(gray: np.ndarray) -> np.ndarray:
+    """Undo uneven light (a gradient across the page, darker corners): the paper seen along the border is
+    fitted with a smooth quadratic surface, and each pixel is divided by it (light multiplies reflectance)."""
+    height, width = gray.shape
+    rows, cols = _border(gray)
+    step = max(1, rows.size // BORDER_SAMPLES)
+    rows, cols = rows[::step], cols[::step]
+    values = gray[rows, cols].astype(np.float64)
+    if values.max() - values.min() <= EVEN_LIGHT:
+        return gray  # evenly lit already (every drawing, every MNIST digit)
+
+    def terms(y: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+        return [np.ones_like(x * y), x, y, x * x, y * y, x * y]
+
+    y, x = rows / height - 0.5, cols / width - 0.5
+    design = np.stack(terms(y, x), axis=1)
+    keep = np.ones(values.size, dtype=bool)
+    for _ in range(2):  # the second fit ignores border pixels the first one could not explain (ink, specks)
+        fit = design[keep]
+        coef = np.linalg.solve(
+            fit.T @ fit, fit.T @ values[keep]
+        )  # 6x6 normal equations: lstsq is 100x slower
+        residual = np.abs(values - design @ coef)
+        keep = residual <= 3 * 1.4826 * float(np.median(residual)) + 1
+    grid_y = (np.arange(height, dtype=np.float32) / height - 0.5)[:, None]
+    grid_x = (np.arange(width, dtype=np.float32) / width - 0.5)[None, :]
+    surface = sum(c * t for c, t in zip(coef, terms(grid_y, grid_x), strict=True))
+    level = float(np.median(values[keep]))
+    # On a dark background (light-on-dark ink) a ratio would only amplify noise: subtract there instead.
+    flat = gray - surface + level if level < 128 else gray * (level / np.maximum(surface, 1))
+    return np.clip(flat, 0, 255).astype(np.uint8)
 
 
 def to_white_on_black(gray: np.ndarray, paper: Paper) -> tuple[np.ndarray, Paper]:

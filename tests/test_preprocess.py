@@ -160,6 +160,7 @@ def test_steps_are_ordered_uint8_images_ending_in_the_model_input(digits: np.nda
     result = run(encode(Image.fromarray(on_paper(digits[0], 3))))
     assert list(result.steps) == [
         "decoded",
+        "lighting",
         "ink",
         "background_removed",
         "cropped",
@@ -204,6 +205,30 @@ def test_wide_gray_modes_are_scaled_to_their_range(mode: str, scale: float) -> N
     assert wide.mode == mode
     gray = pp.to_grayscale(wide)
     assert gray[0, 0] == 0 and gray[0, 2] == 255 and abs(int(gray[0, 1]) - 128) <= 1
+
+
+def unevenly_lit(gray: np.ndarray, strength: float) -> np.ndarray:
+    """`gray` under light falling off from the top-left corner by `strength` (0..1), with darker corners."""
+    rows, cols = np.indices(gray.shape) / np.array(gray.shape)[:, None, None]
+    light = (1 - strength * (rows + cols) / 2) * (1 - 0.3 * ((rows - 0.5) ** 2 + (cols - 0.5) ** 2))
+    return np.clip(gray * light, 0, 255).astype(np.uint8)
+
+
+def test_uneven_lighting_is_evened_out() -> None:
+    page = np.full((200, 300), 220, dtype=np.uint8)
+    page[60:140, 140:150] = 30  # a stroke
+    lit = unevenly_lit(page, 0.5)
+    assert int(lit.max()) - int(lit.min()) > 100
+    even = pp.even_out_lighting(lit)
+    paper = np.ones(page.shape, dtype=bool)
+    paper[55:145, 135:155] = False
+    assert int(even[paper].max()) - int(even[paper].min()) <= 8
+    assert even[100, 145] < 60  # the stroke stays dark
+
+
+def test_evenly_lit_images_are_left_alone(digits: np.ndarray) -> None:
+    for gray in (digits[0], 255 - digits[1]):
+        assert pp.even_out_lighting(gray) is gray
 
 
 def test_paper_level_and_noise_come_from_the_border() -> None:
@@ -394,6 +419,14 @@ def test_exif_orientation_is_applied(
         unturned.append(run(encode(stored, "JPEG", quality=90)).array)
     assert_recovers(outputs, digits, labels)
     assert np.mean([mad(u, d) for u, d in zip(unturned, digits, strict=True)]) > 2 * CLOSE
+
+
+def test_unevenly_lit_photo(digits: np.ndarray, labels: np.ndarray) -> None:
+    outputs = []
+    for d in digits:
+        page = place(on_paper(d, 4), (240, 320), 60, 150, 255)
+        outputs.append(run(encode(Image.fromarray(unevenly_lit(page, 0.6)), "JPEG", quality=85)).array)
+    assert_recovers(outputs, digits, labels)
 
 
 def test_noisy_photo_with_specks(digits: np.ndarray, labels: np.ndarray) -> None:
