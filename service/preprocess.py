@@ -195,7 +195,10 @@ def even_out_lighting(gray: np.ndarray) -> np.ndarray:
     step = max(1, rows.size // BORDER_SAMPLES)
     rows, cols = rows[::step], cols[::step]
     values = gray[rows, cols].astype(np.float64)
-    if values.max() - values.min() <= EVEN_LIGHT:
+    # Paper only: ink that touches the border is far from the border's median, so it is not fitted.
+    deviation = np.abs(values - np.median(values))
+    keep = deviation <= 3 * 1.4826 * float(np.median(deviation)) + EVEN_LIGHT
+    if np.ptp(values[keep]) <= EVEN_LIGHT:
         return gray  # evenly lit already (every drawing, every MNIST digit)
 
     def terms(y: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
@@ -203,17 +206,21 @@ def even_out_lighting(gray: np.ndarray) -> np.ndarray:
 
     y, x = rows / height - 0.5, cols / width - 0.5
     design = np.stack(terms(y, x), axis=1)
-    keep = np.ones(values.size, dtype=bool)
-    for _ in range(2):  # the second fit ignores border pixels the first one could not explain (ink, specks)
+    for _ in range(2):  # the second fit also drops the paper pixels the first could not explain (specks)
+        if keep.sum() < values.size // 4:
+            return gray  # too little paper along the border to tell how it is lit
         fit = design[keep]
-        coef = np.linalg.solve(
-            fit.T @ fit, fit.T @ values[keep]
-        )  # 6x6 normal equations: lstsq is 100x slower
+        try:  # normal equations: 100x faster than lstsq for six unknowns
+            coef = np.linalg.solve(fit.T @ fit, fit.T @ values[keep])
+        except np.linalg.LinAlgError:
+            return gray
         residual = np.abs(values - design @ coef)
-        keep = residual <= 3 * 1.4826 * float(np.median(residual)) + 1
+        keep &= residual <= 3 * 1.4826 * float(np.median(residual[keep])) + 1
     grid_y = (np.arange(height, dtype=np.float32) / height - 0.5)[:, None]
     grid_x = (np.arange(width, dtype=np.float32) / width - 0.5)[None, :]
     surface = sum(c * t for c, t in zip(coef, terms(grid_y, grid_x), strict=True))
+    # Inside the border the surface is extrapolated: never beyond the light the border actually saw.
+    surface = np.clip(surface, values[keep].min(), values[keep].max())
     level = float(np.median(values[keep]))
     # On a dark background (light-on-dark ink) a ratio would only amplify noise: subtract there instead.
     flat = gray - surface + level if level < 128 else gray * (level / np.maximum(surface, 1))

@@ -340,6 +340,16 @@ def test_shifted_digit_on_a_larger_canvas(digits: np.ndarray, labels: np.ndarray
     assert_recovers(outputs, digits, labels, SAME)
 
 
+@pytest.mark.parametrize("inverted", [False, True])
+def test_tightly_cropped_digit(digits: np.ndarray, labels: np.ndarray, inverted: bool) -> None:
+    # Cropped by hand to the ink: the strokes touch the image's edges, where the paper is looked for.
+    outputs = []
+    for d in digits:
+        tight = d[d.any(axis=1)][:, d.any(axis=0)]
+        outputs.append(run(encode(Image.fromarray(255 - tight if inverted else tight))).array)
+    assert_recovers(outputs, digits, labels)
+
+
 def test_scaled_up_digit(digits: np.ndarray, labels: np.ndarray) -> None:
     outputs = [run(encode(Image.fromarray(255 - on_paper(d, 5)))).array for d in digits]
     assert_recovers(outputs, digits, labels)
