@@ -12,7 +12,8 @@
 #   scripts/cassandra.sh wipe           stop everything and delete all data
 #
 # Environment: CASSANDRA_VERSION (5.0.9), CASSANDRA_STATE (./var/cassandra), CASSANDRA_HEAP (1G; 512M per
-# cluster node), CASSANDRA_PORT (9042), CASSANDRA_START_TIMEOUT (180 s).
+# cluster node), CASSANDRA_PORT (CQL, 9042), CASSANDRA_STORAGE_PORT (between nodes, 7000),
+# CASSANDRA_START_TIMEOUT (180 s).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,6 +21,7 @@ VERSION="${CASSANDRA_VERSION:-5.0.9}"
 STATE="${CASSANDRA_STATE:-$ROOT/var/cassandra}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mnist-service"
 PORT="${CASSANDRA_PORT:-9042}"
+STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 CLASSPATH_FILE="$CACHE/cassandra-$VERSION.classpath"
@@ -95,7 +97,7 @@ seed_provider:
 listen_address: $address
 rpc_address: $address
 native_transport_port: $PORT
-storage_port: 7000
+storage_port: $STORAGE_PORT
 start_native_transport: true
 authenticator: $authenticator
 authorizer: AllowAllAuthorizer
@@ -337,7 +339,7 @@ case "${1:-}" in
     log "removed $STATE"
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
