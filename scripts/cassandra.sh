@@ -13,6 +13,7 @@
 #
 # Environment: CASSANDRA_VERSION (5.0.9), CASSANDRA_STATE (./var/cassandra), CASSANDRA_HEAP (1G; 512M per
 # cluster node), CASSANDRA_PORT (CQL, 9042), CASSANDRA_STORAGE_PORT (between nodes, 7000),
+# CASSANDRA_COMMITLOG_SYNC (batch; periodic is faster but loses acknowledged writes on a crash),
 # CASSANDRA_START_TIMEOUT (180 s).
 set -euo pipefail
 
@@ -22,6 +23,7 @@ STATE="${CASSANDRA_STATE:-$ROOT/var/cassandra}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mnist-service"
 PORT="${CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
+COMMITLOG_SYNC="${CASSANDRA_COMMITLOG_SYNC:-batch}"
 START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 CLASSPATH_FILE="$CACHE/cassandra-$VERSION.classpath"
@@ -110,7 +112,8 @@ hints_directory: $dir/hints
 cdc_raw_directory: $dir/cdc_raw
 # Acknowledge a write only once its commit log entry is fsynced: with the default (periodic, 10 s) a
 # SIGKILLed node forgets the writes of its last seconds, and one node has no replica to repair them from.
-commitlog_sync: batch
+commitlog_sync: $COMMITLOG_SYNC
+$([[ "$COMMITLOG_SYNC" == periodic ]] && echo "commitlog_sync_period: 10000ms")
 commitlog_segment_size: 16MiB
 storage_compatibility_mode: NONE
 # Tests create and drop keyspaces all the time: no snapshot on drop/truncate.
@@ -339,7 +342,7 @@ case "${1:-}" in
     log "removed $STATE"
     ;;
   *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"
     exit 2
     ;;
 esac
