@@ -2,7 +2,8 @@
 # A real Apache Cassandra for development and tests, without Docker: the jars come from Maven Central
 # through mvn (cached in ~/.m2), the JVM is the installed Java 17, config is written here.
 #
-#   scripts/cassandra.sh up             one node on 127.0.0.1:9042 (PasswordAuthenticator, cassandra/cassandra)
+#   scripts/cassandra.sh up             one node on 127.0.0.1:9042 (PasswordAuthenticator, cassandra/cassandra;
+#                                       TLS optional, CA in $CASSANDRA_STATE/tls/ca.pem)
 #   scripts/cassandra.sh down           stop it (SIGTERM: Cassandra drains, then exits)
 #   scripts/cassandra.sh kill           SIGKILL it (for fault tests; `up` restarts on the same data)
 #   scripts/cassandra.sh cluster-up     three nodes on 127.0.0.1, 127.0.0.2, 127.0.0.3 (same port)
@@ -81,6 +82,24 @@ classpath_complete() {
 # node_dir N -> the folder holding node N's config, data, logs and pid ("single" for the one-node setup).
 node_dir() { echo "$STATE/$1"; }
 
+# TLS for clients (optional: the port takes TLS and plaintext connections alike). One CA per state folder,
+# `$STATE/tls/ca.pem` for clients (MNIST_CASSANDRA_TLS_CA); a node certificate valid for 127.0.0.1-3.
+ensure_tls() {
+  local tls="$STATE/tls"
+  [[ -s "$tls/node.p12" && -s "$tls/ca.pem" ]] && return
+  command -v openssl >/dev/null || die "openssl is not installed (apt-get install openssl)"
+  mkdir -p "$tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=mnist-dev-ca" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=cassandra" \
+    -keyout "$tls/node.key" -out "$tls/node.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,DNS:localhost\n' >"$tls/san.ext"
+  openssl x509 -req -in "$tls/node.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$tls/san.ext" -out "$tls/node.pem" 2>/dev/null
+  openssl pkcs12 -export -in "$tls/node.pem" -inkey "$tls/node.key" -certfile "$tls/ca.pem" -name cassandra \
+    -passout pass:cassandra -out "$tls/node.p12"
+}
+
 # write_config DIR ADDRESS SEEDS CLUSTER_NAME INITIAL_TOKEN AUTHENTICATOR
 write_config() {
   local dir="$1" address="$2" seeds="$3" cluster="$4" token="$5" authenticator="$6"
@@ -101,6 +120,12 @@ rpc_address: $address
 native_transport_port: $PORT
 storage_port: $STORAGE_PORT
 start_native_transport: true
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: $STATE/tls/node.p12
+  keystore_password: cassandra
+  store_type: PKCS12
 authenticator: $authenticator
 authorizer: AllowAllAuthorizer
 role_manager: CassandraRoleManager
@@ -275,6 +300,7 @@ cmd_up() {
   command -v java >/dev/null || die "java is not installed (Java 17: apt-get install openjdk-17-jre-headless)"
   cluster_running && die "the 3-node cluster is running on the same addresses; run: $0 cluster-down"
   resolve_classpath
+  ensure_tls
   local dir
   dir="$(node_dir single)"
   local started=$SECONDS
@@ -290,6 +316,7 @@ cmd_cluster_up() {
   command -v java >/dev/null || die "java is not installed (Java 17: apt-get install openjdk-17-jre-headless)"
   pid_of "$(node_dir single)" >/dev/null && die "the single node runs on 127.0.0.1:$PORT; run: $0 down"
   resolve_classpath
+  ensure_tls
   local started=$SECONDS n address dir
   # The seed first; the others join it together (fixed tokens, no bootstrap streaming on an empty cluster).
   for n in 1 2 3; do

@@ -7,6 +7,7 @@ cannot meet; the node itself is killed in tests/test_cassandra_fault.py.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from service.store.cassandra import CassandraStore
 from service.store.cassandra_url import BadStoreUrl, CassandraConfig, Replication, parse_url
 from service.store.factory import open_store
 from service.store.spool import Spool, decode, encode
-from tests.conftest import free_port
+from tests.conftest import free_port, missing
 from tests.fixtures.cassandra import CassandraNode
 
 pytestmark = pytest.mark.integration
@@ -163,6 +164,43 @@ def test_statements_use_the_configured_consistency(
         assert store.get(rec.id) == rec and store.spool.depth == 0
     finally:
         store.close()
+
+
+def test_tls_with_the_nodes_ca_works_and_a_foreign_ca_is_refused(
+    cassandra_node: CassandraNode, cassandra_keyspace: str, tmp_path: Path
+) -> None:
+    if not cassandra_node.tls_ca.exists():
+        missing("the node's TLS CA", f"{cassandra_node.tls_ca}: start the node with scripts/cassandra.sh up")
+    config = replace(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"), tls=True)
+    store = CassandraStore(replace(config, tls_ca=cassandra_node.tls_ca))
+    try:
+        rec = record()
+        store.record(rec)
+        assert store.get(rec.id) == rec and store.spool.depth == 0
+        session = store._stmts.session  # type: ignore[union-attr]
+        assert any(row.ssl_enabled for row in session.execute("SELECT ssl_enabled FROM system_views.clients"))
+    finally:
+        store.close()
+    foreign = tmp_path / "foreign-ca.pem"
+    key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(tmp_path / "f.key"),
+    ]
+    subprocess.run(
+        ["openssl", "req", "-x509", *key, "-days", "1", "-subj", "/CN=someone-else", "-out", str(foreign)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    untrusting = CassandraStore(replace(config, tls_ca=foreign, spool_dir=tmp_path / "spool-foreign"))
+    try:
+        assert untrusting.health()["cassandra"] == "unreachable"
+        assert "CERTIFICATE_VERIFY_FAILED" in str(untrusting.last_error)
+    finally:
+        untrusting.close()
 
 
 def test_a_write_the_cluster_cannot_acknowledge_goes_to_the_spool(
