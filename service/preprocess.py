@@ -228,9 +228,11 @@ def even_out_lighting(gray: np.ndarray) -> np.ndarray:
 
 
 def to_white_on_black(gray: np.ndarray, paper: Paper) -> tuple[np.ndarray, Paper]:
-    """Make the ink bright: if the pixels that differ from the paper are mostly darker, invert."""
+    """Make the ink bright: if the pixels that clearly differ from the paper are mostly darker, invert."""
     hist = histogram(gray)
-    margin = NOISE_SIGMAS * paper.sigma
+    # Only what could be ink counts: paper a few levels off (noise, light not quite evened out) covers far
+    # more pixels than a small digit does, and would outvote it.
+    margin = NOISE_SIGMAS * paper.sigma + MIN_CONTRAST
     darker = float(hist @ np.maximum(paper.level - margin - LEVELS, 0))
     lighter = float(hist @ np.maximum(LEVELS - paper.level - margin, 0))
     if darker > lighter:
@@ -241,19 +243,18 @@ def to_white_on_black(gray: np.ndarray, paper: Paper) -> tuple[np.ndarray, Paper
 def suppress_background(ink: np.ndarray, paper: Paper) -> np.ndarray:
     """Stretch paper..ink to 0..1: the paper (and its noise) becomes 0, the ink's core 1, edges stay gray."""
     low = paper.level + NOISE_SIGMAS * paper.sigma
-    above = histogram(ink) * (low < LEVELS)
-    if not above.any():
-        raise NoDigitFound("no digit found: the image is blank")
-    high = quantile(above * (otsu_threshold(above) <= LEVELS), INK_QUANTILE)
+    # Ink is what stands clearly above the paper; the Otsu split of those pixels finds the strokes' core
+    # whatever share of the image they cover (a tight crop or a small digit on a large page).
+    candidates = histogram(ink) * (low + MIN_CONTRAST <= LEVELS)
+    if not candidates.any():
+        raise NoDigitFound(
+            f"no digit found: nothing in the image differs from the paper by {MIN_CONTRAST} gray levels"
+        )
+    high = quantile(candidates * (otsu_threshold(candidates) <= LEVELS), INK_QUANTILE)
     if high >= 255 - SATURATED:
         # Drawings and MNIST digits already have a full-white core: stretching them by a few levels would
         # only nudge their centre of mass.
         high = 255.0
-    if high - low < MIN_CONTRAST:
-        raise NoDigitFound(
-            f"no digit found: the ink differs from the paper by {max(high - low, 0):.0f} gray levels,"
-            f" at least {MIN_CONTRAST} are needed"
-        )
     stretched = (ink.astype(np.float32) - np.float32(low)) / np.float32(high - low)
     return np.clip(stretched, 0, 1, out=stretched)
 
