@@ -252,6 +252,14 @@ def test_polarity_makes_the_ink_bright(paper: int, ink: int, inverted: bool) -> 
     assert new_paper.level == (255 - paper if inverted else paper)
 
 
+def test_polarity_is_not_outvoted_by_slightly_brighter_paper() -> None:
+    gray = np.full((100, 100), 200, dtype=np.uint8)
+    gray[5:95, 5:95] = 210  # the middle of the sheet is a little brighter than its edges
+    gray[80:90, 10:12] = 30  # a small dark stroke: 20 pixels against 8,000 slightly bright ones
+    bright, _ = pp.to_white_on_black(gray, pp.estimate_paper(gray))
+    assert bright[85, 11] > bright[50, 50]
+
+
 def test_background_suppression_zeroes_paper_saturates_ink_and_keeps_edges() -> None:
     rng = np.random.default_rng(1)
     ink = np.clip(rng.normal(40, 4, (60, 60)), 0, 255).astype(np.uint8)
@@ -437,6 +445,16 @@ def test_unevenly_lit_photo(digits: np.ndarray, labels: np.ndarray) -> None:
         page = place(on_paper(d, 4), (240, 320), 60, 150, 255)
         outputs.append(run(encode(Image.fromarray(unevenly_lit(page, 0.6)), "JPEG", quality=85)).array)
     assert_recovers(outputs, digits, labels)
+
+
+def test_small_digit_in_a_corner_of_a_large_photo(digits: np.ndarray, labels: np.ndarray) -> None:
+    rng = np.random.default_rng(4)
+    outputs = []
+    for d in digits[:10]:
+        page = place(on_paper(d, 4), (900, 1200), 760, 40, 255)
+        photo = unevenly_lit(page, 0.3).astype(np.float32) + rng.normal(0, 4, page.shape)
+        outputs.append(run(encode(Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)), "JPEG")).array)
+    assert_recovers(outputs, digits[:10], labels[:10])
 
 
 def test_noisy_photo_with_specks(digits: np.ndarray, labels: np.ndarray) -> None:
