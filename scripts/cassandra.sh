@@ -7,7 +7,7 @@
 #   scripts/cassandra.sh down           stop it (SIGTERM: Cassandra drains, then exits)
 #   scripts/cassandra.sh kill           SIGKILL it (for fault tests; `up` restarts on the same data)
 #   scripts/cassandra.sh cluster-up     three nodes on 127.0.0.1, 127.0.0.2, 127.0.0.3 (same port)
-#   scripts/cassandra.sh cluster-down   stop them
+#   scripts/cassandra.sh cluster-down   stop them (cluster-kill: SIGKILL them)
 #   scripts/cassandra.sh stop-node N    stop node N of the cluster (1..3); cluster-up starts it again
 #   scripts/cassandra.sh status         which nodes run, and where
 #   scripts/cassandra.sh wipe           stop everything and delete all data
@@ -357,6 +357,7 @@ case "${1:-}" in
   kill) stop_node "$(node_dir single)" KILL ;;
   cluster-up) cmd_cluster_up ;;
   cluster-down) for n in 3 2 1; do stop_node "$(node_dir "node$n")" TERM; done ;;
+  cluster-kill) for n in 3 2 1; do stop_node "$(node_dir "node$n")" KILL; done ;;
   stop-node)
     [[ "${2:-}" =~ ^[123]$ ]] || die "usage: $0 stop-node 1|2|3"
     stop_node "$(node_dir "node$2")" TERM

@@ -65,7 +65,7 @@ def cluster() -> Iterator[ThreeNodes]:
     nodes = ThreeNodes(state=STATE)
     print("\n" + run_script("cluster-up", state=STATE).strip().splitlines()[-1])
     yield nodes
-    run_script("cluster-down", state=STATE, timeout=300)
+    run_script("cluster-kill", state=STATE, timeout=300)  # its data is deleted next: no drain needed
     shutil.rmtree(STATE, ignore_errors=True)
 
 
