@@ -165,11 +165,7 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
 
 def estimate_paper(gray: np.ndarray) -> Paper:
     """The background's gray level and noise, from the border (a digit rarely touches all four edges)."""
-    height, width = gray.shape
-    ring = max(1, min(height, width) // 20)
-    border = np.concatenate(
-        [gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()]
-    )
+    border = gray[_border(gray)]
     hist = histogram(border)
     level = quantile(hist, 0.5)
     deviation = np.abs(LEVELS - level)
