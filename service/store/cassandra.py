@@ -293,7 +293,6 @@ class CassandraStore:
             hour_ttl = ttl + 3600 if ttl else 0
             calls += [(stmts.insert_hour, (scope, h, hour_ttl)) for scope, h in new_hours]
             pending.append((rec, [self._send(stmt, params) for stmt, params in calls], new_hours))
-        started = time.perf_counter()
         failed: list[PredictionRecord] = []
         for rec, futures, new_hours in pending:
             try:
@@ -301,14 +300,12 @@ class CassandraStore:
                     if isinstance(future, BaseException):
                         raise future
                     future.result()
-            except OUTAGE_ERRORS as exc:
+            except (*OUTAGE_ERRORS, StoreUnavailable) as exc:
                 self._outage(operation, exc)
                 failed.append(rec)
                 continue
             for scope, hour in new_hours:
                 self._hour_written(scope, hour)
-        if len(failed) < len(recs):
-            metrics.STORE_WRITE_DURATION.labels(backend=self.backend).observe(time.perf_counter() - started)
         return failed
 
     def _send(self, stmt: PreparedStatement, params: tuple[Any, ...]) -> ResponseFuture | BaseException:
