@@ -180,7 +180,7 @@ class CassandraStore:
             self._connect()
         except OUTAGE_ERRORS as exc:
             self._outage("connect", exc)
-        except StoreUnavailable as exc:  # no schema and not allowed to create it
+        except (StoreUnavailable, cassandra_schema.SchemaError) as exc:  # no usable schema: keep spooling
             log.error("%s", exc)
             self.last_error = str(exc)
         self._replayer = threading.Thread(target=self._replay_loop, name="cassandra-replayer", daemon=True)
@@ -336,6 +336,15 @@ class CassandraStore:
     # --- the replay thread ---
 
     def _replay_loop(self) -> None:
+        """Keeps replaying whatever goes wrong: a bug here must not silently stop the spool draining."""
+        while not self._stop.is_set():
+            try:
+                self._replay()
+            except Exception:  # logged with its traceback, then the loop starts over after a pause
+                log.exception("spool replay thread failed; restarting it in %ss", RECONNECT_BACKOFF_S[-1])
+                self._stop.wait(RECONNECT_BACKOFF_S[-1])
+
+    def _replay(self) -> None:
         """Reconnect when needed, adopt spools of dead processes, replay the spool oldest first."""
         failures = 0
         next_orphan_scan = time.monotonic() + ORPHAN_SCAN_INTERVAL_S
@@ -349,8 +358,9 @@ class CassandraStore:
                     failures += 1
                     self._stop.wait(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1])
                     continue
-                except StoreUnavailable as exc:
+                except (StoreUnavailable, cassandra_schema.SchemaError) as exc:
                     log.error("%s", exc)
+                    self.last_error = str(exc)
                     self._stop.wait(RECONNECT_BACKOFF_S[-1])
                     continue
             if time.monotonic() >= next_orphan_scan:
