@@ -166,7 +166,12 @@ def test_service_container_from_the_same_render_records_into_that_keyspace(
         time.sleep(0.3)
     assert got.status_code == 200
     assert got.json()["digit"] == made.json()["digit"]
-    rows = cassandra_node.session().execute(f"SELECT id FROM {keyspace}.predictions")
-    assert uuid.UUID(record_id) in {row.id for row in rows}
+    # The API also answers from the write-behind queue; the row itself must land in the Job's keyspace.
+    query = f"SELECT digit FROM {keyspace}.predictions WHERE id = %s"
+    deadline = time.monotonic() + 20
+    while (row := cassandra_node.session().execute(query, [uuid.UUID(record_id)]).one()) is None:
+        assert time.monotonic() < deadline, f"prediction {record_id} never reached {keyspace}.predictions"
+        time.sleep(0.3)
+    assert row.digit == made.json()["digit"]
     readiness = requests.get(f"{server.url}/readyz", timeout=10).json()
     assert readiness["store"]["cassandra"] == "up"
