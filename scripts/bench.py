@@ -116,6 +116,7 @@ class Report:
     recorded: dict[str, int] = field(default_factory=dict)
     sanity: dict[str, str] = field(default_factory=dict)
     loadavg: list[str] = field(default_factory=list)
+    loadavg_after: list[str] = field(default_factory=list)
     profile: dict[str, float] = field(default_factory=dict)
     profiled: str = ""
     models: dict[str, str] = field(default_factory=dict)
@@ -437,7 +438,8 @@ def render(report: Report) -> str:
         "cores are shared by the server *and* the load generator (wrk), so they are a floor, not a ceiling.",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; commit {git_commit()}",
-        f"- Machine: {machine()}; load average before the run: {' '.join(report.loadavg)}",
+        f"- Machine: {machine()}; load average (1, 5, 15 min) before the run: {' '.join(report.loadavg)}, "
+        f"after: {' '.join(report.loadavg_after)} (other work on the machine takes cores from both sides)",
         f"- Command: `{report.command}`",
         f"- Models: {', '.join(report.models.values())}",
         f"- Server: `mnist serve`, gunicorn {s['workers']} workers x {s['threads']} threads, micro-batch "
@@ -672,6 +674,7 @@ def main() -> None:
     report.writes = write_path(tmp, pngs)
     log(f"write path: {report.writes}")
 
+    report.loadavg_after = Path("/proc/loadavg").read_text().split()[:3]
     args.out.write_text(render(report))
     log(f"wrote {args.out}")
     shutil.rmtree(tmp, ignore_errors=True)
