@@ -1,4 +1,4 @@
-"""Shared test helpers: where the data is, and how a missing real component fails in CI but skips on a laptop."""
+"""Shared test helpers: where the data is; a missing real component fails in CI, skips on a laptop."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ pytest_plugins = [
 
 
 def missing(component: str, how_to_get: str) -> None:
-    """A real component is absent: fail in CI (it must be installed there), skip elsewhere saying how to get it."""
+    """A real component is absent: fail in CI (it must be installed there), else skip saying how to get it."""
     message = f"{component} is not available: {how_to_get}"
     if IN_CI:
         pytest.fail(message)
