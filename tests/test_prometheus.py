@@ -22,7 +22,6 @@ from PIL import Image
 from service.data import load_mnist
 from tests import dashboard
 from tests.conftest import free_port, require_binary
-from tests.test_dashboard import ONLY_AFTER_FAILURES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -292,7 +291,8 @@ def check_dashboard_queries(prom: Prometheus, started: float, output_dir: Path) 
     results: dict[tuple[str, str], list[dict]] = {}
     for q in dashboard.queries(board):
         expr = dashboard.concrete(q.expr, rate_interval="5s", range_=span)
-        if not prom.query(expr, at=end) and not dashboard.metric_names(q.expr) <= ONLY_AFTER_FAILURES:
+        failure_only = dashboard.metric_names(q.expr) <= dashboard.ONLY_AFTER_FAILURES
+        if not failure_only and not prom.query(expr, at=end):
             empty.append((q.panel, expr))
         results[(q.panel, q.ref)] = prom.query_range(expr, started - 5, end, 1)
     assert not empty, f"dashboard queries without data: {empty}"
