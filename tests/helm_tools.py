@@ -4,6 +4,7 @@ schemas of the kubernetes-validate package in a layout kubeconform reads offline
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -120,7 +121,10 @@ def schema_location(version: str) -> str:
             text = path.read_text().replace('"$ref": "/api/_definitions.json#', '"$ref": "_definitions.json#')
             schema = json.loads(text)
             schema.pop("$id", None)
-            (target / path.name).write_text(json.dumps(schema))
+            # Atomic per file: another test session may be reading this cache at the same time.
+            partial = target / f".{path.name}.{os.getpid()}"
+            partial.write_text(json.dumps(schema))
+            os.replace(partial, target / path.name)
         stamp.write_text(str(source))
     return str(
         SCHEMA_CACHE
