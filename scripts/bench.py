@@ -583,6 +583,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads per worker [MNIST_THREADS or 8]")
     parser.add_argument("--pngs", type=int, default=200, help="distinct test digits to cycle through")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP runs, printed, no report")
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip py-spy (used when on PATH)"
     )
@@ -690,6 +691,10 @@ def main() -> None:
     report.recorded = {"stored": stored, "answered": answered, "shutdown_ms": int(shutdown_ms)}
     log(f"server stopped in {shutdown_ms / 1000:.1f} s; {stored} records stored, {answered} answered")
 
+    if args.http_only:  # experiments: compare server settings quickly
+        log("--http-only: no in-process measurements, no report written")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     mnist = load_mnist(base.data_dir)
     images = mnist.test_images.astype(np.float32) / 255.0
     for model in models:
