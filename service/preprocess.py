@@ -176,11 +176,11 @@ def estimate_paper(gray: np.ndarray) -> Paper:
 
 def _border(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of a ring along the image's edges, a twentieth of its smaller side wide."""
-    height, width = gray.shape
-    ring = max(1, min(height, width) // 20)
-    rows, cols = np.indices((height, width))
-    edge = (rows < ring) | (rows >= height - ring) | (cols < ring) | (cols >= width - ring)
-    return rows[edge], cols[edge]
+    ring = max(1, min(gray.shape) // 20)
+    edge = np.ones(gray.shape, dtype=bool)
+    edge[ring:-ring, ring:-ring] = False
+    rows, cols = np.nonzero(edge)
+    return rows, cols
 
 
 def even_out_lighting(gray: np.ndarray) -> np.ndarray:
@@ -214,12 +214,13 @@ def even_out_lighting(gray: np.ndarray) -> np.ndarray:
         keep &= residual <= 3 * 1.4826 * float(np.median(residual[keep])) + 1
     grid_y = (np.arange(height, dtype=np.float32) / height - 0.5)[:, None]
     grid_x = (np.arange(width, dtype=np.float32) / width - 0.5)[None, :]
-    surface = sum(c * t for c, t in zip(coef, terms(grid_y, grid_x), strict=True))
+    c0, cx, cy, cxx, cyy, cxy = coef.astype(np.float32)
+    surface = (c0 + cy * grid_y + cyy * grid_y**2) + (cx * grid_x + cxx * grid_x**2) + cxy * grid_y * grid_x
     # Inside the border the surface is extrapolated: never beyond the light the border actually saw.
     surface = np.clip(surface, values[keep].min(), values[keep].max())
     level = float(np.median(values[keep]))
     # On a dark background (light-on-dark ink) a ratio would only amplify noise: subtract there instead.
-    flat = gray - surface + level if level < 128 else gray * (level / np.maximum(surface, 1))
+    flat = gray - surface + level if level < 128 else gray * (np.float32(level) / np.maximum(surface, 1))
     return np.clip(flat, 0, 255).astype(np.uint8)
 
 
