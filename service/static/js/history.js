@@ -15,6 +15,8 @@
   // cursors[i] is the `before` value that loads page i+1; page 1 has none.
   let cursors = [null];
   let nextBefore = null;
+  // Filters can change faster than the server answers: only the newest request may paint the list.
+  let latestRequest = 0;
 
   function when(created) {
     const date = new Date(created);
@@ -66,8 +68,10 @@
     if (digitFilter.value) params.set("digit", digitFilter.value);
     if (modelFilter.value) params.set("model", modelFilter.value);
     status.textContent = "Loading…";
+    const request = ++latestRequest;
     try {
       const body = await api(`/api/predictions?${params}`);
+      if (request !== latestRequest) return;
       const records = body.predictions || [];
       nextBefore = body.next_before || null;
       list.replaceChildren(...records.map(item));
@@ -75,6 +79,7 @@
         ? `${records.length} prediction${records.length === 1 ? "" : "s"} on this page.`
         : "No predictions match these filters yet.";
     } catch (err) {
+      if (request !== latestRequest) return;
       nextBefore = null;
       list.replaceChildren();
       status.textContent = `Could not load the history: ${err.message}`;
