@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register_error_handlers(app)
     _install_request_hooks(app, _allowed_origins(settings.cors_origins))
     _warm_up_decoding(app, settings)
+    metrics.update_process_metrics(force=True)  # memory is reported before the first request, too
     log.info(
         "serving %s (default %s), store %s",
         ", ".join(f"{m.name} v{m.version}" for m in models.models.values()),

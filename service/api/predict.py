@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import inspect
 import io
 import json
 import tempfile
@@ -182,14 +181,11 @@ def models() -> Response:
 def list_predictions() -> Response:
     """Newest first; `next_before` is the cursor for the next (older) page, null on the last page."""
     state = current()
-    limit = _int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    limit = _int_arg("limit", DEFAULT_PAGE, 1, MAX_PAGE) or DEFAULT_PAGE
     digit = _int_arg("digit", None, 0, 9)
     model = request.args.get("model") or None
     before, before_id = _cursor(request.args.get("before"))
-    kwargs: dict[str, Any] = {"limit": limit, "before": before, "digit": digit, "model": model}
-    if before_id is not None and _accepts_before_id(state):
-        kwargs["before_id"] = before_id
-    records = state.store.list(**kwargs)
+    records = state.store.list(limit=limit, before=before, digit=digit, model=model, before_id=before_id)
     next_before = _make_cursor(records[-1]) if len(records) == limit else None
     return jsonify(predictions=[_summary(r) for r in records], next_before=next_before)
 
@@ -363,11 +359,6 @@ def _cursor(value: str | None) -> tuple[datetime | None, uuid.UUID | None]:
     if before.tzinfo is None:
         before = before.replace(tzinfo=UTC)
     return before, _uuid(rid) if rid else None
-
-
-def _accepts_before_id(state: ServiceState) -> bool:
-    """Backends that page by (time, id) take the id too; others page by time alone."""
-    return "before_id" in inspect.signature(state.store.list).parameters
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:

@@ -46,8 +46,10 @@ class Store(Protocol):
         before: datetime | None = None,
         digit: int | None = None,
         model: str | None = None,
+        before_id: uuid.UUID | None = None,
     ) -> list[PredictionRecord]:
-        """Newest first, strictly older than `before` when given (the page cursor)."""
+        """Newest first by (created, id); strictly older than `before`, or than the pair (`before`,
+        `before_id`) when both are given, so records sharing a timestamp page without gaps or repeats."""
 
     def set_label(self, record_id: uuid.UUID, label: int) -> bool:
         """Store the true digit for a record; False when the id is unknown."""
