@@ -44,6 +44,7 @@ FRINGE_LEVEL = 0.4  # ... and how bright a fringe pixel must be to count, once t
 RESAMPLE = Image.Resampling.LANCZOS  # anti-aliased and sharp, like the strokes MNIST kept
 
 LEVELS = np.arange(256, dtype=np.float64)
+_COORDS = np.arange(SIDE, dtype=np.float32)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
 
 
@@ -70,6 +71,9 @@ def preprocess(data: bytes, *, max_bytes: int, max_pixels: int) -> Preprocessed:
     image = open_image(data, max_pixels)
     mime = MIME[str(image.format)]
     gray = to_grayscale(load_first_frame(image))
+    fast = already_mnist(gray, mime)
+    if fast is not None:
+        return fast
     steps: dict[str, np.ndarray] = {"decoded": gray}
 
     gray = even_out_lighting(gray)
@@ -88,6 +92,37 @@ def preprocess(data: bytes, *, max_bytes: int, max_pixels: int) -> Preprocessed:
     array = center_by_mass(scaled, SIDE)
     steps["centered"] = _to_uint8(array)
     return Preprocessed(array=array, mime=mime, steps=steps)
+
+
+def already_mnist(gray: np.ndarray, mime: str) -> Preprocessed | None:
+    """The model input straight away for a digit that is MNIST-style already, else None (the full pipeline).
+
+    Most uploads are exactly that (MNIST digits, the page's canvas): a 28x28 field on black paper, the ink's
+    box 20 px long, strokes MNIST-wide, the centre of mass within half a pixel of the centre. Every step would
+    hand such an image back unchanged: the border says paper 0 without noise, so lighting, polarity and
+    background stay; cropping and scaling to 20 px keep the pixels; centring by mass moves them by zero. This
+    checks just that and costs a fifth of the pipeline, which is most of a request's CPU time.
+    """
+    if gray.shape != (SIDE, SIDE) or gray[0].any() or gray[-1].any() or gray[:, 0].any() or gray[:, -1].any():
+        return None
+    rows, cols = _spans(gray)
+    if rows.size == 0 or max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 != BOX:
+        return None
+    clean = suppress_background(gray, Paper(level=0.0, sigma=0.0))  # what the pipeline computes here
+    mass = float(clean.sum())
+    centre = np.float32(SIDE / 2)
+    if abs(float(clean.sum(axis=1) @ _COORDS) / mass - centre) >= 0.5:
+        return None
+    if abs(float(clean.sum(axis=0) @ _COORDS) / mass - centre) >= 0.5:
+        return None
+    cropped = clean[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if thicken_strokes(cropped, BOX) is not cropped:
+        return None  # a hairline digit: the pipeline widens it
+    shown = _to_uint8(clean)
+    box = shown[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    steps = {"decoded": gray, "lighting": gray, "ink": gray, "background_removed": shown}
+    steps.update(cropped=box, thickened=box, scaled=box, centered=shown)
+    return Preprocessed(array=clean, mime=mime, steps=steps)
 
 
 def check_size(data: bytes, max_bytes: int) -> None:
@@ -320,10 +355,16 @@ def _neighbour_count(mask: np.ndarray) -> np.ndarray:
 
 def stroke_width(mask: np.ndarray) -> float:
     """Mean width of the strokes in a binary mask, in pixels: twice the area over the perimeter."""
-    ink = mask.astype(np.int8)
-    perimeter = np.abs(np.diff(ink, axis=0, prepend=0, append=0)).sum()
-    perimeter += np.abs(np.diff(ink, axis=1, prepend=0, append=0)).sum()
-    return 2 * float(ink.sum()) / max(float(perimeter), 1.0)
+    # Edges between ink and background, the image's own edges included (outside is background).
+    perimeter = (
+        np.count_nonzero(mask[1:] != mask[:-1])
+        + np.count_nonzero(mask[:, 1:] != mask[:, :-1])
+        + np.count_nonzero(mask[0])
+        + np.count_nonzero(mask[-1])
+        + np.count_nonzero(mask[:, 0])
+        + np.count_nonzero(mask[:, -1])
+    )
+    return 2 * float(np.count_nonzero(mask)) / max(float(perimeter), 1.0)
 
 
 def thicken_strokes(digit: np.ndarray, box: int) -> np.ndarray:
