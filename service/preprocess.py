@@ -108,7 +108,14 @@ def already_mnist(gray: np.ndarray, mime: str) -> Preprocessed | None:
     rows, cols = _spans(gray)
     if rows.size == 0 or max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 != BOX:
         return None
-    clean = suppress_background(gray, Paper(level=0.0, sigma=0.0))  # what the pipeline computes here
+    # With paper 0, suppress_background divides by 255 when the ink's core is saturated (its INK_QUANTILE
+    # above SATURATED): more than a quarter of the ink at full white shows that without Otsu's split of the
+    # ink (which only ever looks at levels >= MIN_CONTRAST).
+    white, ink = np.count_nonzero(gray >= 255 - SATURATED), np.count_nonzero(gray >= MIN_CONTRAST)
+    if white > (1 - INK_QUANTILE) * ink:
+        clean = gray.astype(np.float32) / np.float32(255)
+    else:
+        clean = suppress_background(gray, Paper(level=0.0, sigma=0.0))  # what the pipeline computes here
     mass = float(clean.sum())
     centre = np.float32(SIDE / 2)
     if abs(float(clean.sum(axis=1) @ _COORDS) / mass - centre) >= 0.5:
