@@ -343,6 +343,37 @@ def test_mnist_digits_come_through_unchanged(mnist_test: tuple[np.ndarray, np.nd
     assert errors.max() < 0.15
 
 
+def every_step(gray: np.ndarray) -> np.ndarray:
+    """The whole pipeline on a decoded gray image, step by step, without the shortcut."""
+    ink, paper = pp.to_white_on_black(pp.even_out_lighting(gray), pp.estimate_paper(gray))
+    clean = pp.suppress_background(ink, paper)
+    top, bottom, left, right = pp.ink_bounding_box(clean)
+    thickened = pp.thicken_strokes(clean[top:bottom, left:right], pp.BOX)
+    return pp.center_by_mass(pp.scale_to_box(thickened, pp.BOX), pp.SIDE)
+
+
+def test_mnist_style_uploads_take_a_shortcut_to_the_same_array(
+    mnist_test: tuple[np.ndarray, np.ndarray],
+) -> None:
+    shortcuts = 0
+    for digit in mnist_test[0][:300]:
+        result = run(encode(Image.fromarray(digit)))
+        np.testing.assert_array_equal(result.array, every_step(digit))
+        shortcuts += pp.already_mnist(digit, "image/png") is not None
+        assert list(result.steps)[-1] == "centered" and len(result.steps) == 8
+    assert shortcuts >= 290  # nearly every MNIST digit is MNIST-style already
+
+
+def test_a_hairline_digit_at_mnist_size_is_still_thickened() -> None:
+    image = Image.new("L", (28, 28))
+    ImageDraw.Draw(image).line([(5, 5), (24, 5), (12, 24)], fill=255, width=1)
+    gray = np.asarray(image)
+    result = run(encode(image))
+    assert pp.already_mnist(gray, "image/png") is None
+    np.testing.assert_array_equal(result.array, every_step(gray))
+    assert pp.stroke_width(result.array >= 0.5) >= pp.MIN_STROKE
+
+
 def test_shifted_digit_on_a_larger_canvas(digits: np.ndarray, labels: np.ndarray) -> None:
     outputs = [run(encode(Image.fromarray(place(d, (70, 50), 40, 3, 0)))).array for d in digits]
     assert_recovers(outputs, digits, labels, SAME)
