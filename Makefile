@@ -26,6 +26,7 @@ run: install ## Serve on http://127.0.0.1:8000 with the shipped models (SQLite s
 test: install ## Lint, then every test (starts real gunicorn, Cassandra, Prometheus, Chromium, podman, helm)
 	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) test-cluster
 
 lint: install ## ruff (lint + format check) and mypy on service/
 	$(BIN)/ruff check service tests scripts
@@ -58,7 +59,7 @@ cassandra-cluster-up: ## Start a 3-node cluster on 127.0.0.1-3
 cassandra-cluster-down: ## Stop the 3-node cluster
 	scripts/cassandra.sh cluster-down
 
-test-cluster: install ## The 3-node (RF=3) Cassandra tests
+test-cluster: install ## The 3-node (RF=3) Cassandra tests, after the rest (make test runs them too)
 	$(BIN)/pytest -m cluster tests/test_cassandra_cluster.py
 
 tools: ## Build helm and kubeconform from the Go module proxy into .cache/bin

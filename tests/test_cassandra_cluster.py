@@ -1,8 +1,8 @@
 """Three real Cassandra nodes (127.0.0.1-3), keyspace at RF=3: one node down, LOCAL_QUORUM carries on.
 
-Run with `make test-cluster` (marker `cluster`, left out of `make test`: three JVMs on a 2-core machine take
-about a minute to start). Uses a running cluster from `make cassandra-cluster-up`, else starts one with its
-data in var/cassandra-cluster-test and removes it afterwards.
+Run by `make test-cluster` (marker `cluster`), which `make test` calls after the main session so that three
+JVMs never start beside the single test node on 2 cores. Uses a running cluster from
+`make cassandra-cluster-up`, else starts one (data in var/cassandra-cluster-test) and removes it afterwards.
 """
 
 from __future__ import annotations
