@@ -110,14 +110,14 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
             _cors(response, origins)
         started = g.get("started", time.perf_counter())
         seconds = time.perf_counter() - started
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
-        route = request.url_rule.rule if request.url_rule is not None else request.path
+        # Each `request.` goes through a context-local proxy: look things up once per request.
+        rule, method, status = request.url_rule, request.method, response.status_code
+        metrics.observe_request(rule.rule if rule is not None else "unmatched", method, status, seconds)
         log_request(
             request_id=rid,
-            route=route,
-            method=request.method,
-            status=response.status_code,
+            route=rule.rule if rule is not None else request.path,
+            method=method,
+            status=status,
             latency_ms=seconds * 1000,
             client=request.remote_addr,
             model=g.get("model"),
