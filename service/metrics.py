@@ -9,6 +9,7 @@ dead worker disappear. Without the variable (tests, `flask run`) the ordinary in
 
 from __future__ import annotations
 
+import collections
 import os
 import resource
 import threading
@@ -184,6 +185,15 @@ def observe_prediction(model: str, digit: int, confidence: float) -> None:
     """Count one prediction and its confidence."""
     _child(PREDICTIONS, model, str(digit)).inc()
     _child(CONFIDENCE, model).observe(confidence)
+
+
+def observe_predictions(model: str, digits: list[int], confidences: list[float]) -> None:
+    """Count one request's predictions, one counter update per digit seen, and observe every confidence."""
+    for digit, count in collections.Counter(digits).items():
+        _child(PREDICTIONS, model, str(digit)).inc(count)
+    confidence = _child(CONFIDENCE, model)
+    for value in confidences:
+        confidence.observe(value)
 
 
 def observe_batch(model: str, size: int, seconds: float) -> None:

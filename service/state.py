@@ -10,7 +10,6 @@ import logging
 import os
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,7 +105,7 @@ class ServiceState:
             prediction = Prediction(ids[i], served, digits[i], confidences[i], probs, images[i])
             self._record(prediction, pixels[i], uploads[i] if uploads else None, info, created, latency_ms)
             predictions.append(prediction)
-        _count(served.name, digits, confidences)
+        metrics.observe_predictions(served.name, digits, confidences)
         return predictions, latency_ms
 
     def _record(
@@ -153,15 +152,6 @@ def _uuid4s(n: int) -> list[uuid.UUID]:
     """n random (version 4) UUIDs from one call for randomness instead of n."""
     raw = os.urandom(16 * n)
     return [uuid.UUID(bytes=raw[i * 16 : (i + 1) * 16], version=4) for i in range(n)]
-
-
-def _count(model: str, digits: list[int], confidences: list[float]) -> None:
-    """Prediction metrics of one request: one counter update per digit seen, every confidence observed."""
-    for digit, count in Counter(digits).items():
-        metrics.PREDICTIONS.labels(model=model, digit=str(digit)).inc(count)
-    confidence = metrics.CONFIDENCE.labels(model=model)
-    for value in confidences:
-        confidence.observe(value)
 
 
 def current() -> ServiceState:
