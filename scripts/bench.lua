@@ -1,25 +1,42 @@
--- wrk script for scripts/bench.py: POST MNIST test digits as PNG multipart uploads, cycling through them.
--- Usage: wrk ... -s scripts/bench.lua http://host:port -- <png folder> <count> <path incl. query>
+-- wrk script for scripts/bench.py: POST prepared requests, cycling through them.
+-- Usage: wrk ... -s scripts/bench.lua http://host:port -- <folder> <count> <path incl. query> [header ...]
+-- Without headers, <folder> holds MNIST test digits 0.png .. and each request is one PNG multipart upload.
+-- With headers ("Name: value", e.g. "Content-Type: application/json"), <folder> holds ready request bodies
+-- 0.body .. (32 images each for the batched APIs), sent as they are with those headers.
 -- Requests are built once in init() (wrk's advice for fast servers); done() prints one JSON line.
 
 local requests_ = {}
 local next_ = 1
 
+local function read(name)
+  local f = assert(io.open(name, "rb"))
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+
 function init(args)
   local folder, count, path = args[1], tonumber(args[2]), args[3]
   local boundary = "----mnistbench7d0a1f"
+  local headers = {}
+  for i = 4, #args do
+    local name, value = args[i]:match("^([^:]+):%s*(.*)$")
+    headers[name] = value
+  end
   for i = 0, count - 1 do
-    local f = assert(io.open(folder .. "/" .. i .. ".png", "rb"))
-    local png = f:read("*a")
-    f:close()
-    local body = "--" .. boundary .. "\r\n"
-      .. 'Content-Disposition: form-data; name="image"; filename="' .. i .. '.png"\r\n'
-      .. "Content-Type: image/png\r\n\r\n"
-      .. png .. "\r\n--" .. boundary .. "--\r\n"
-    local headers = { ["Content-Type"] = "multipart/form-data; boundary=" .. boundary }
+    local body
+    if #args > 3 then
+      body = read(folder .. "/" .. i .. ".body")
+    else
+      body = "--" .. boundary .. "\r\n"
+        .. 'Content-Disposition: form-data; name="image"; filename="' .. i .. '.png"\r\n'
+        .. "Content-Type: image/png\r\n\r\n"
+        .. read(folder .. "/" .. i .. ".png") .. "\r\n--" .. boundary .. "--\r\n"
+      headers = { ["Content-Type"] = "multipart/form-data; boundary=" .. boundary }
+    end
     requests_[#requests_ + 1] = wrk.format("POST", path, headers, body)
   end
-  -- Threads start at different digits so they do not move in lockstep.
+  -- Threads start at different requests so they do not move in lockstep.
   next_ = (tonumber(tostring(wrk.thread):match("0x(%x+)"), 16) or 0) % #requests_ + 1
 end
 

@@ -1,8 +1,9 @@
 """`make bench`: load-test the real server with wrk and write BENCHMARKS.md.
 
 Starts `mnist serve` (gunicorn, SQLite store in a temporary folder), drives it from wrk (a separate process,
-scripts/bench.lua) posting MNIST test digits as PNG uploads at several concurrencies per model, and compares
-with the same model's in-process batched throughput (the ceiling). Also measures the store's write path and
+scripts/bench.lua) posting MNIST test digits as PNG uploads at several concurrencies per model, then 32
+digits per request to the TF Serving and Open Inference Protocol v2 APIs, and compares with the same model's
+in-process batched throughput (the ceiling). Also measures the store's write path and
 the server's resident memory, and checks that every answered prediction was recorded after SIGTERM.
 """
 
@@ -49,6 +50,32 @@ LUA = ROOT / "scripts" / "bench.lua"
 TARGET_P50_MS = 5.0
 TARGET_CNN_RPS_AT_32 = 1000.0
 TARGET_RATIO = 0.5
+BATCH = 32  # images per request in the batched-request runs
+# v2 binary tensor data extension: this JSON header, then the raw UINT8 [BATCH, 28, 28] pixels.
+V2_HEADER = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "UINT8",
+                "shape": [BATCH, 28, 28],
+                "parameters": {"binary_data_size": BATCH * 28 * 28},
+            }
+        ]
+    },
+    separators=(",", ":"),
+).encode()
+# Batched-request APIs: name -> (request path for a model, headers); the bodies are written by write_bodies.
+BATCHED_APIS = {
+    "TF Serving JSON": ("/v1/models/{model}:predict", ("Content-Type: application/json",)),
+    "v2 binary UINT8": (
+        "/v2/models/{model}/infer",
+        (
+            "Content-Type: application/octet-stream",
+            f"Inference-Header-Content-Length: {len(V2_HEADER)}",
+        ),
+    ),
+}
 PROFILE_AT = 32  # concurrency of the profiled run (last model)
 # Where a sampled stack's time goes: the innermost frame matching one of these names decides.
 PROFILE_PARTS = (
@@ -76,6 +103,16 @@ class Run:
     result: dict[str, Any]
     server_cpu_s: float = 0.0  # CPU time the server processes used during the run
     wrk_cpu_s: float = 0.0
+    api: str = "/predict PNG upload"
+    images: int = 1  # images per request
+
+    @property
+    def images_per_s(self) -> float:
+        return self.rps * self.images
+
+    @property
+    def cpu_ms_per_image(self) -> float:
+        return self.cpu_ms_per_request / self.images
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -109,6 +146,7 @@ class Report:
     command: str
     settings: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
+    batched: list[Run] = field(default_factory=list)  # BATCH images per request, TF Serving and v2 APIs
     ceilings: dict[str, dict[int, float]] = field(default_factory=dict)
     model_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per image, 1 thread, batch 32
     preprocess_ms: float = 0.0
@@ -140,6 +178,40 @@ def write_pngs(data_dir: Path, folder: Path, count: int) -> tuple[list[bytes], l
         (folder / f"{i}.png").write_bytes(buf.getvalue())
         pngs.append(buf.getvalue())
     return pngs, [int(x) for x in mnist.test_labels[:count]]
+
+
+def write_bodies(data_dir: Path, folder: Path, count: int) -> dict[str, Path]:
+    """`count` request bodies of BATCH test digits per batched API (0.body ..), in folder/<api>/.
+
+    TF Serving: {"instances": [28x28 ints 0..255, ...]}. v2: the binary tensor data extension, a JSON header
+    (its length goes in Inference-Header-Content-Length) then the raw UINT8 [BATCH, 28, 28] pixels, the
+    cheapest form to parse.
+    """
+    images = load_mnist(data_dir).test_images
+    folders = {api: folder / f"batched-{i}" for i, api in enumerate(BATCHED_APIS)}
+    tfserving, v2 = folders.values()
+    for path in folders.values():
+        path.mkdir()
+    for i in range(count):
+        batch = images[i * BATCH : (i + 1) * BATCH]
+        instances = json.dumps({"instances": batch.tolist()}, separators=(",", ":"))
+        (tfserving / f"{i}.body").write_text(instances)
+        (v2 / f"{i}.body").write_bytes(V2_HEADER + batch.tobytes())
+    return folders
+
+
+def post_body(url: str, body: bytes, headers: tuple[str, ...]) -> list[int]:
+    """Digits predicted for one batched request (either API's answer)."""
+    fields = dict(h.split(": ", 1) for h in headers)
+    req = urllib.request.Request(url, data=body, headers=fields)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+        length = resp.headers.get("Inference-Header-Content-Length")
+    doc = json.loads(raw[: int(length)] if length else raw)
+    if "predictions" in doc:
+        return [int(np.argmax(p)) for p in doc["predictions"]]
+    digits = next(o for o in doc["outputs"] if o["name"] == "digit")
+    return [int(d) for d in digits["data"]]
 
 
 # --- the server ---
@@ -241,8 +313,15 @@ def post_png(url: str, png: bytes) -> dict[str, Any]:
 
 
 def run_wrk(
-    url: str, png_dir: Path, count: int, path: str, concurrency: int, seconds: float
+    url: str,
+    png_dir: Path,
+    count: int,
+    path: str,
+    concurrency: int,
+    seconds: float,
+    headers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """One wrk run; with `headers`, png_dir holds ready request bodies (see scripts/bench.lua)."""
     threads = min(concurrency, 2)
     cmd = [
         "wrk",
@@ -258,6 +337,7 @@ def run_wrk(
         str(png_dir),
         str(count),
         path,
+        *headers,
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     line = [x for x in out.splitlines() if x.startswith("{")][-1]
@@ -439,6 +519,36 @@ def profile_section(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def batched_section(report: Report) -> list[str]:
+    if not report.batched:
+        return []
+    s = report.settings
+    lines = [
+        "",
+        f"## Batched requests ({BATCH} images per request)",
+        "",
+        f"How TF Serving and Triton users push throughput: each request carries {BATCH} MNIST test digits "
+        f"(cycling through {s['bodies']} such requests), to the TF Serving REST API (`POST "
+        '/v1/models/<m>:predict`, JSON `{"instances": [28x28 ints 0..255, ...]}`) and to the Open '
+        f"Inference Protocol v2 (`POST /v2/models/<m>/infer`, a UINT8 tensor [{BATCH}, 28, 28] with the "
+        "binary tensor data extension: a JSON header, then the raw pixels). No image decoding; every image "
+        "is still recorded. Latency is per request; the ceiling is the one above.",
+        "",
+        "| model | API | concurrency | images/s | requests/s | p50 ms | p99 ms | errors "
+        "| server CPU ms/image | server cores busy | images/s / ceiling |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.batched:
+        top = max(report.ceilings.get(r.model, {0: 0.0}).values())
+        ratio = f"{r.images_per_s / top:.1%}" if top else "n/a"
+        lines.append(
+            f"| {r.model} | {r.api} | {r.concurrency} | {r.images_per_s:,.0f} | {r.rps:,.0f} "
+            f"| {r.ms('p50_us'):.2f} | {r.ms('p99_us'):.2f} | {r.errors} | {r.cpu_ms_per_image:.3f} "
+            f"| {r.server_cpu_s / r.seconds:.2f} | {ratio} |"
+        )
+    return lines
+
+
 def render(report: Report) -> str:
     s = report.settings
     lines = [
@@ -521,6 +631,7 @@ def render(report: Report) -> str:
             f"| {model} | {per_image * 1e6:,.0f} µs | {model_only:,.0f} | {with_pre:,.0f} "
             f"| {request_ms:.2f} ms | {http:,.0f} | {http / model_only:.1%} | {http / with_pre:.0%} |"
         )
+    lines += batched_section(report)
     rss = report.rss
     lines += [
         "",
@@ -549,6 +660,14 @@ def render(report: Report) -> str:
             f"| {model}: HTTP >= {TARGET_RATIO:.0%} of the in-process ceiling | {ratio:.1%} "
             f"| {'yes' if ratio >= TARGET_RATIO else 'no'} |"
         )
+    for api in BATCHED_APIS:
+        runs = [r for r in report.batched if r.model == "cnn" and r.api == api]
+        if runs and "cnn" in report.ceilings:
+            ratio = max(r.images_per_s for r in runs) / max(report.ceilings["cnn"].values())
+            lines.append(
+                f"| cnn: HTTP >= {TARGET_RATIO:.0%} of the in-process ceiling ({BATCH} images per request, "
+                f"{api}) | {ratio:.1%} | {'yes' if ratio >= TARGET_RATIO else 'no'} |"
+            )
     lines += [
         f"| server RSS reported | {rss.get('total', 0) / 2**20:,.0f} MiB in {rss.get('processes', 0)} "
         f"processes (master {rss.get('master', 0) / 2**20:,.0f} MiB); PSS (shared pages counted once) "
@@ -582,6 +701,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers [MNIST_WORKERS or 2]")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker [MNIST_THREADS or 8]")
     parser.add_argument("--pngs", type=int, default=200, help="distinct test digits to cycle through")
+    parser.add_argument(
+        "--batched-concurrency", default="4,16", help=f"connection counts for {BATCH} images per request"
+    )
+    parser.add_argument("--bodies", type=int, default=50, help=f"distinct {BATCH}-image requests to cycle")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--http-only", action="store_true", help="only the HTTP runs, printed, no report")
     parser.add_argument(
@@ -598,6 +721,9 @@ def main() -> None:
     png_dir = tmp / "pngs"
     png_dir.mkdir()
     pngs, labels = write_pngs(base.data_dir, png_dir, args.pngs)
+    bodies = write_bodies(base.data_dir, tmp, args.bodies)
+    batch_labels = [int(y) for y in load_mnist(base.data_dir).test_labels[:BATCH]]
+    batched_levels = [int(c) for c in args.batched_concurrency.split(",") if c]
     # A private copy of each model's latest version: the run measures one fixed set of artifacts.
     model_dir = tmp / "models"
     notes: dict[str, str] = {}
@@ -637,6 +763,7 @@ def main() -> None:
             "ceiling_threads": served.workers * served.inference_threads,
             "seconds": args.seconds,
             "pngs": args.pngs,
+            "bodies": args.bodies,
         },
         loadavg=Path("/proc/loadavg").read_text().split()[:3],
         models=notes,
@@ -668,6 +795,26 @@ def main() -> None:
                     f"p99 {run.ms('p99_us'):.2f} ms errors {run.errors}, "
                     f"server CPU {run.cpu_ms_per_request:.2f} ms/request"
                 )
+            for api, (template, headers) in BATCHED_APIS.items():
+                path, folder = template.format(model=model), bodies[api]
+                digits = post_body(f"{url}{path}", (folder / "0.body").read_bytes(), headers)
+                answered += len(digits)
+                right = sum(d == y for d, y in zip(digits, batch_labels, strict=True))
+                report.sanity[f"{model} {api}"] = f"{right}/{BATCH} of one {BATCH}-digit request right"
+                warm = run_wrk(url, folder, args.bodies, path, 4, 3, headers)
+                answered += BATCH * (int(warm["requests"]) - int(warm["http_errors"]))
+                for c in batched_levels:
+                    cpu, wrk_cpu = cpu_seconds(proc.pid), children_cpu_seconds()
+                    result = run_wrk(url, folder, args.bodies, path, c, args.seconds, headers)
+                    cpu, wrk_cpu = cpu_seconds(proc.pid) - cpu, children_cpu_seconds() - wrk_cpu
+                    run = Run(model, c, result, cpu, wrk_cpu, api, BATCH)
+                    answered += BATCH * run.ok
+                    report.batched.append(run)
+                    log(
+                        f"{model} {api} c={c}: {run.images_per_s:,.0f} images/s ({run.rps:,.0f} requests/s) "
+                        f"p50 {run.ms('p50_us'):.2f} ms p99 {run.ms('p99_us'):.2f} ms errors {run.errors}, "
+                        f"server CPU {run.cpu_ms_per_image:.3f} ms/image"
+                    )
         report.rss = server_rss(proc.pid)
         if py_spy:  # an extra run, so that sampling does not disturb the measured ones
             log(f"{models[-1]} c={PROFILE_AT}: profiling the workers with py-spy")
