@@ -18,6 +18,7 @@ from service.data import load_mnist
 from tests.conftest import ROOT, free_port
 from tests.fixtures.image import ULIMITS, Container, ServiceImage, podman, resolve_env, run_args
 from tests.helm_tools import render
+from tests.readback import read_back
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -140,13 +141,7 @@ def test_container_predicts_digits_over_http(served: Container, digits: list[tup
 def test_prediction_is_recorded_and_read_back(served: Container, digits: list[tuple[bytes, int]]) -> None:
     png, _ = digits[0]
     made = requests.post(f"{served.url}/predict", data=png, headers={"Content-Type": "image/png"}, timeout=10)
-    record_id = made.json()["id"]
-    deadline = time.monotonic() + 10
-    while (got := requests.get(f"{served.url}/api/predictions/{record_id}", timeout=5)).status_code == 404:
-        assert time.monotonic() < deadline, "the record never reached the store"
-        time.sleep(0.2)
-    assert got.status_code == 200
-    assert got.json()["digit"] == made.json()["digit"]
+    read_back(served.url, made.json(), timeout_s=10, poll_s=0.2)
 
 
 def test_metrics_count_the_predictions(served: Container, digits: list[tuple[bytes, int]]) -> None:

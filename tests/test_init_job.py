@@ -19,6 +19,7 @@ from tests.conftest import ROOT, free_port
 from tests.fixtures.cassandra import CassandraNode
 from tests.fixtures.image import Container, ServiceImage, podman, resolve_env, run_args
 from tests.helm_tools import Rendered, render
+from tests.readback import read_back
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -160,12 +161,7 @@ def test_service_container_from_the_same_render_records_into_that_keyspace(
     )
     assert made.status_code == 200, made.text
     record_id = made.json()["id"]
-    deadline = time.monotonic() + 20
-    while (got := requests.get(f"{server.url}/api/predictions/{record_id}", timeout=10)).status_code == 404:
-        assert time.monotonic() < deadline, "the prediction never reached Cassandra"
-        time.sleep(0.3)
-    assert got.status_code == 200
-    assert got.json()["digit"] == made.json()["digit"]
+    read_back(server.url, made.json(), timeout_s=20)
     # The API also answers from the write-behind queue; the row itself must land in the Job's keyspace.
     query = f"SELECT digit FROM {keyspace}.predictions WHERE id = %s"
     deadline = time.monotonic() + 20

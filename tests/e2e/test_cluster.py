@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from tests.conftest import ROOT, free_port, require_binary
 from tests.helm_tools import CHART, tool
+from tests.readback import read_back
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -176,13 +177,7 @@ def test_prediction_through_the_service_is_recorded_in_cassandra(service_url: st
         f"{service_url}/predict", data=drawn_one(), headers={"Content-Type": "image/png"}, timeout=30
     )
     assert made.status_code == 200, made.text
-    record_id = made.json()["id"]
-    deadline = time.monotonic() + 30
-    while (got := requests.get(f"{service_url}/api/predictions/{record_id}", timeout=10)).status_code == 404:
-        assert time.monotonic() < deadline, "the prediction never came back from the store"
-        time.sleep(0.5)
-    assert got.status_code == 200
-    assert got.json()["digit"] == made.json()["digit"]
+    read_back(service_url, made.json(), timeout_s=30, poll_s=0.5)
     readiness = requests.get(f"{service_url}/readyz", timeout=10).json()
     assert readiness["store"]["backend"] == "cassandra"
     assert readiness["store"]["cassandra"] == "up"
