@@ -19,6 +19,13 @@ from service.data import load_mnist
 OPENAPI_TIMEOUT_S = 10
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 image array encoded as a PNG file, as a client would upload it."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True)
 class Digit:
     """One MNIST test image: its label, its uint8 pixels and the same image as a PNG file."""
@@ -29,9 +36,7 @@ class Digit:
 
     @property
     def png(self) -> bytes:
-        buffer = io.BytesIO()
-        Image.fromarray(self.pixels).save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(self.pixels)
 
     @property
     def unit(self) -> list[list[float]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
@@ -10,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from service.app import create_app, shutdown
 from service.settings import Settings
 from tests.fixtures.server import MODEL_DIR
-from tests.service_support import Digit, assert_flat_error, assert_own_error, digits
+from tests.service_support import Digit, assert_flat_error, assert_own_error, digits, png_bytes
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 30
@@ -30,12 +28,6 @@ def png(mnist_data_dir: Path) -> bytes:
 @pytest.fixture(scope="module")
 def digit(mnist_data_dir: Path) -> Digit:
     return digits(mnist_data_dir, 1)[0]
-
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_an_empty_body_is_a_400(server) -> None:
@@ -66,7 +58,7 @@ def test_a_truncated_image_is_a_400(server, png: bytes) -> None:
 
 def test_a_blank_image_is_a_400_saying_no_digit(server) -> None:
     r = requests.post(
-        f"{server.url}/predict", files={"image": _png(np.zeros((28, 28), np.uint8))}, timeout=TIMEOUT
+        f"{server.url}/predict", files={"image": png_bytes(np.zeros((28, 28), np.uint8))}, timeout=TIMEOUT
     )
     assert_own_error(r, 400, "no_digit_found")
 
@@ -81,7 +73,7 @@ def test_a_body_over_the_byte_limit_is_a_413(server) -> None:
 
 def test_an_image_over_the_pixel_limit_is_a_413(server) -> None:
     # 6000 x 5000 = 30 Mpx decodes past the 25 Mpx default, though the PNG itself is small.
-    huge = _png(np.zeros((5000, 6000), np.uint8))
+    huge = png_bytes(np.zeros((5000, 6000), np.uint8))
     assert len(huge) < MAX_UPLOAD
     assert_own_error(requests.post(f"{server.url}/predict", files={"image": huge}, timeout=TIMEOUT), 413)
 

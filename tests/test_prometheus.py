@@ -4,7 +4,6 @@ query must evaluate on the scraped data. The query results are also drawn as a p
 
 from __future__ import annotations
 
-import io
 import math
 import subprocess
 import time
@@ -17,11 +16,11 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from PIL import Image
 
 from service.data import load_mnist
 from tests import dashboard
 from tests.conftest import free_port, require_binary
+from tests.service_support import png_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -149,12 +148,6 @@ class Sent:
     feedback: Counter  # (model, agreement) -> count
 
 
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def send_traffic(url: str, mnist_data_dir: Path, models: list[str], rounds: int = 6) -> Sent:
     """Rounds of real MNIST test digits: PNG uploads and JSON pixel batches to every model, blank uploads
     (400) and feedback, spread over a few seconds so rates and quantiles have something to show."""
@@ -165,7 +158,7 @@ def send_traffic(url: str, mnist_data_dir: Path, models: list[str], rounds: int 
         for model in models:
             answers = []
             for _ in range(3):  # single uploads
-                files = {"image": ("digit.png", _png(data.test_images[index]), "image/png")}
+                files = {"image": ("digit.png", png_bytes(data.test_images[index]), "image/png")}
                 r = requests.post(f"{url}/predict", files=files, data={"model": model}, timeout=30)
                 assert r.status_code == 200, r.text
                 answers.append((r.json(), int(data.test_labels[index])))
@@ -192,7 +185,7 @@ def send_traffic(url: str, mnist_data_dir: Path, models: list[str], rounds: int 
                 sent.feedback[(answer["model"], agreement)] += 1
                 sent.requests[("/api/predictions/<record_id>/feedback", "200")] += 1
         if round_no % 2 == 0:
-            blank = {"image": ("blank.png", _png(np.zeros((28, 28), dtype=np.uint8)), "image/png")}
+            blank = {"image": ("blank.png", png_bytes(np.zeros((28, 28), dtype=np.uint8)), "image/png")}
             r = requests.post(f"{url}/predict", files=blank, timeout=10)
             assert r.status_code == 400, r.text
             sent.requests[("/predict", "400")] += 1

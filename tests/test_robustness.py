@@ -20,6 +20,7 @@ from service.errors import UnknownModel
 from service.preprocess import preprocess
 from service.runtime import TFLiteModel
 from tests.conftest import ROOT, missing
+from tests.service_support import png_bytes
 
 COUNT = 1000
 MIN_CNN_ACCURACY = 0.98
@@ -116,11 +117,6 @@ def test_mnist_digits_keep_their_prediction_through_preprocessing(
     model = load_model(name)
     images = sample[0]
     direct = model.predict(images.astype(np.float32) / 255).argmax(axis=1)
-    through = model.predict(np.stack([preprocess(png(d), **LIMITS).array for d in images])).argmax(axis=1)
+    preprocessed = np.stack([preprocess(png_bytes(d), **LIMITS).array for d in images])
+    through = model.predict(preprocessed).argmax(axis=1)
     assert np.mean(direct == through) >= 0.995
-
-
-def png(digit: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(digit).save(buffer, "PNG")
-    return buffer.getvalue()
