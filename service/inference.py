@@ -25,18 +25,11 @@ import numpy as np
 
 from service import metrics
 from service.artifacts import Artifact, discover
-from service.errors import ServiceError, UnknownModel
+from service.errors import ModelsUnavailable, UnknownModel
 from service.runtime import TFLiteModel
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class ModelsUnavailable(ServiceError):
-    """The model directory holds no servable model, or the default model is missing."""
-
-    code = "models_unavailable"
-    status = 503
 
 
 @dataclass

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     inference_threads: int = Field(1, ge=1, le=64, description="Threads each LiteRT interpreter may use.")
 
     # Input limits
+    max_images_per_request: int = Field(
+        1024, ge=1, le=65536, description="Most images one request may carry, in every API (400 above)."
+    )
     max_upload_bytes: int = Field(5_000_000, ge=1024, description="Largest request body (413 above).")
     max_image_pixels: int = Field(25_000_000, ge=784, description="Largest decoded image (width x height).")
     keep_image_bytes: int = Field(262_144, ge=0, description="Original images up to this size are stored.")

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -310,7 +311,7 @@ def test_openapi_describes_every_route(server, tmp_path: Path) -> None:
         for rule in app.url_map.iter_rules():
             if rule.endpoint.endswith("static"):
                 continue
-            path = rule.rule.replace("<", "{").replace(">", "}")
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             routes.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
     finally:
         from service.app import shutdown
