@@ -160,7 +160,7 @@ def encode(result: Inference, request: V2Request) -> tuple[bytes, int | None]:
             )
         else:
             outputs.append(
-                OutputTensor.model_construct(
+                OutputTensor(
                     name=name,
                     datatype=_OUTPUT_TYPES[name],
                     shape=list(array.shape),
