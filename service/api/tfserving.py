@@ -1,7 +1,7 @@
 """TensorFlow Serving's REST API (v1), so clients written for TF Serving work unchanged.
 
-Errors are {"error": "..."} like TF Serving's. Where a path ends in a name or version, that name excludes ':',
-so `GET /v1/models/cnn:predict` is a 405 (only POST serves it), not a status request for a model "cnn:predict".
+Errors are {"error": "..."} like TF Serving's. A name or version that ends a path excludes ':', so
+`GET /v1/models/cnn:predict` is a 405 (only POST serves it), not a status request for a model "cnn:predict".
 """
 
 from __future__ import annotations
