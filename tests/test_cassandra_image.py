@@ -1,8 +1,9 @@
-"""The local Cassandra image (scripts/build-cassandra-image.sh), run with podman the way the chart's StatefulSet
-runs it with ci/local-cassandra-values.yaml: the init container writes cassandra.commitlogSync into a copy of
-/etc/cassandra, the node starts with the chart's environment and user, passes the chart's readiness probe,
-answers CQL, `cqlsh` and `nodetool` work inside it, its data lands in /var/lib/cassandra, and a second node
-started as root (the image's own default) steps down to uid 999 and joins the first through CASSANDRA_SEEDS.
+"""The local Cassandra image (scripts/build-cassandra-image.sh), run with podman the way the chart's
+StatefulSet runs it with ci/local-cassandra-values.yaml: the init container writes cassandra.commitlogSync
+into a copy of /etc/cassandra, the node starts with the chart's environment and user, passes the chart's
+readiness probe, answers CQL, `cqlsh` and `nodetool` work inside it, its data lands in /var/lib/cassandra,
+and a second node started as root (the image's own default) steps down to uid 999 and joins the first
+through CASSANDRA_SEEDS.
 
 The containers sit on an internal podman network (no route off the host, no DNS); the test talks to them only
 through `podman exec` and a client container on that network."""
@@ -41,7 +42,11 @@ COMMON_SETS = {
     "cassandra.jvm.extraOpts": "-Dcassandra.ring_delay_ms=5000 -Dcassandra.skip_wait_for_gossip_to_settle=0",
 }
 FIRST_NODE_SETS = {**COMMON_SETS, "cassandra.commitlogSync": "batch"}
-SECOND_NODE_SETS = {**COMMON_SETS, "cassandra.commitlogSync": "periodic", "cassandra.commitlogSyncPeriod": "5000ms"}
+SECOND_NODE_SETS = {
+    **COMMON_SETS,
+    "cassandra.commitlogSync": "periodic",
+    "cassandra.commitlogSyncPeriod": "5000ms",
+}
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,9 @@ class Node:
         (found,) = [c for c in self.spec["containers"] if c["name"] == "cassandra"]
         return dict(found)
 
-    def exec(self, *command: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, *command: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return podman("exec", self.container.name, *command, timeout=timeout, check=check)
 
     def cql(self, statement: str) -> str:
@@ -223,7 +230,10 @@ def stop(node: Node, output_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def first_node(
-    cassandra_image: CassandraImage, network: Network, tmp_path_factory: pytest.TempPathFactory, output_dir: Path
+    cassandra_image: CassandraImage,
+    network: Network,
+    tmp_path_factory: pytest.TempPathFactory,
+    output_dir: Path,
 ) -> Iterator[Node]:
     node = start_node(
         cassandra_image, network, 10, "", FIRST_NODE_SETS, tmp_path_factory.mktemp("cass1"), as_root=False
@@ -269,7 +279,9 @@ def settings(node: Node, *names: str) -> dict[str, str]:
 
 def java_processes(node: Node) -> list[tuple[int, str]]:
     out = node.exec("ps", "-C", "java", "-o", "uid=,args=").stdout
-    return [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in out.splitlines() if line.strip()]
+    return [
+        (int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in out.splitlines() if line.strip()
+    ]
 
 
 # --- the image's metadata -----------------------------------------------------------------------------
@@ -288,13 +300,18 @@ def test_image_has_the_official_entrypoint_command_ports_volume_and_config_dir(
     print(f"\nimage {cassandra_image.tag}: {cassandra_image.size_bytes / 1e6:.0f} MB")
 
 
-def test_image_has_the_cassandra_user_999_and_its_tools_on_the_path(cassandra_image: CassandraImage) -> None:
+def test_image_has_the_cassandra_user_999_and_its_tools_on_the_path(
+    cassandra_image: CassandraImage,
+) -> None:
     script = "id cassandra; command -v cassandra cqlsh nodetool; cassandra -v; java -version 2>&1 | head -1"
-    out = podman(
-        "run", "--rm", "--network", "none", *ULIMITS, "--entrypoint", "bash", cassandra_image.tag, "-c", script
-    ).stdout.splitlines()  # fmt: skip
+    args = ["run", "--rm", "--network", "none", *ULIMITS, "--entrypoint", "bash", cassandra_image.tag]
+    out = podman(*args, "-c", script).stdout.splitlines()
     assert out[0].startswith("uid=999(cassandra) gid=999(cassandra)")
-    assert out[1:4] == ["/opt/cassandra/bin/cassandra", "/opt/cassandra/bin/cqlsh", "/opt/cassandra/bin/nodetool"]
+    assert out[1:4] == [
+        "/opt/cassandra/bin/cassandra",
+        "/opt/cassandra/bin/cqlsh",
+        "/opt/cassandra/bin/nodetool",
+    ]
     assert out[4] == yaml.safe_load(LOCAL_VALUES.read_text())["cassandra"]["image"]["tag"]
     assert '"17.' in out[5]
 
@@ -372,7 +389,9 @@ def test_data_and_commit_log_land_in_var_lib_cassandra_owned_by_999(first_node: 
 # --- a second node: the image's root default, and CASSANDRA_SEEDS ----------------------------------------
 
 
-def test_second_node_joins_through_the_seed_and_both_are_up_and_normal(first_node: Node, second_node: Node) -> None:
+def test_second_node_joins_through_the_seed_and_both_are_up_and_normal(
+    first_node: Node, second_node: Node
+) -> None:
     for node in (first_node, second_node):
         out = node.exec("nodetool", "status").stdout
         for address in (first_node.address, second_node.address):
