@@ -332,7 +332,7 @@ def test_keyspace_init_job_is_a_post_install_and_post_upgrade_hook(rendered: Ren
 def test_keyspace_init_job_runs_the_clis_own_db_init(rendered: Rendered) -> None:
     """The Job's arguments must parse with the real `mnist db init` (click parses them, runs nothing)."""
     from service.cli import main
-    from service.store.cassandra_url import Replication
+    from service.store.cassandra.url import Replication
 
     container = rendered.one("Job", "keyspace-init")["spec"]["template"]["spec"]["containers"][0]
     command = container["command"] + container.get("args", [])
@@ -345,7 +345,7 @@ def test_keyspace_init_job_runs_the_clis_own_db_init(rendered: Rendered) -> None
 
 def test_service_creates_the_same_keyspace_as_the_job_if_it_gets_there_first(rendered: Rendered) -> None:
     """The store creates a missing keyspace from its URL's replication; it must match the Job's."""
-    from service.store.cassandra_url import parse_url
+    from service.store.cassandra.url import parse_url
 
     container = rendered.one("Job", "keyspace-init")["spec"]["template"]["spec"]["containers"][0]
     job_replication = container["command"][container["command"].index("--replication") + 1]
