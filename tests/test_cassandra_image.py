@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import yaml
 from tests.conftest import ROOT, require_binary
 from tests.fixtures.image import ULIMITS, Container, podman
 from tests.helm_tools import CHART, render
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -143,20 +145,24 @@ class Node:
         return podman("exec", self.container.name, *command, timeout=timeout, check=check)
 
     def cql(self, statement: str) -> str:
-        return self.exec("cqlsh", "--request-timeout=60", "-e", statement).stdout
+        result = self.exec("cqlsh", "--request-timeout=60", "-e", statement, check=False)
+        assert result.returncode == 0, f"cqlsh -e {statement!r}: {result.stderr}"
+        return result.stdout
 
     def wait_ready(self, started: float) -> None:
         """Until the chart's readiness probe (cqlsh against the node) passes, as the kubelet would poll it."""
         probe = self.cassandra["readinessProbe"]["exec"]["command"]
-        deadline = started + START_TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if not self.container.running():
                 raise AssertionError(f"{self.container.name} exited:\n{self.container.logs()[-4000:]}")
-            if self.exec(*probe, check=False, timeout=60).returncode == 0:
-                self.start_seconds = time.monotonic() - started
-                return
-            time.sleep(2)
-        raise AssertionError(f"not ready after {START_TIMEOUT_S}s:\n{self.container.logs()[-4000:]}")
+            return self.exec(*probe, check=False, timeout=60).returncode == 0
+
+        try:
+            wait_until(ready, START_TIMEOUT_S, "the chart's readiness probe to pass", interval=2)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.container.logs()[-4000:]}") from None
+        self.start_seconds = time.monotonic() - started
 
 
 def environment(container: dict[str, Any]) -> dict[str, str]:
@@ -392,10 +398,13 @@ def test_data_and_commit_log_land_in_var_lib_cassandra_owned_by_999(first_node: 
 def test_second_node_joins_through_the_seed_and_both_are_up_and_normal(
     first_node: Node, second_node: Node
 ) -> None:
-    for node in (first_node, second_node):
+    def both_up_and_normal(node: Node) -> bool:
         out = node.exec("nodetool", "status").stdout
-        for address in (first_node.address, second_node.address):
-            assert f"UN  {address}" in out, out
+        return all(f"UN  {address}" in out for address in (first_node.address, second_node.address))
+
+    for node in (first_node, second_node):
+        # Gossip may take a moment to tell the seed that the joined node is normal.
+        wait_until(partial(both_up_and_normal, node), 60, f"nodetool status on {node.address}", interval=2)
 
 
 def test_a_write_on_one_node_reads_back_from_the_other_at_consistency_all(
@@ -403,9 +412,16 @@ def test_a_write_on_one_node_reads_back_from_the_other_at_consistency_all(
 ) -> None:
     first_node.cql(
         "CREATE KEYSPACE IF NOT EXISTS ring_test WITH replication = {'class': 'NetworkTopologyStrategy', "
-        "'dc1': 2}; CREATE TABLE IF NOT EXISTS ring_test.t (id int PRIMARY KEY, v text); "
-        "CONSISTENCY ALL; INSERT INTO ring_test.t (id, v) VALUES (7, 'replicated');"
+        "'dc1': 2}; CREATE TABLE IF NOT EXISTS ring_test.t (id int PRIMARY KEY, v text)"
     )
+    # A write at ALL needs both nodes to know the table.
+    wait_until(
+        lambda: second_node.exec("cqlsh", "-e", "DESCRIBE TABLE ring_test.t", check=False).returncode == 0,
+        60,
+        "the table's schema on the second node",
+        interval=1,
+    )
+    first_node.cql("CONSISTENCY ALL; INSERT INTO ring_test.t (id, v) VALUES (7, 'replicated');")
     out = second_node.cql("CONSISTENCY ALL; SELECT v FROM ring_test.t WHERE id = 7")
     assert "replicated" in out, out
 
