@@ -72,6 +72,10 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
+class SqliteUnavailable(StoreUnavailable, sqlite3.OperationalError):
+    """The file cannot be written now; both a `StoreUnavailable` (for `SpooledStore`) and the sqlite3 error."""
+
+
 def _to_us(when: datetime) -> int:
     """Microseconds since the epoch; a naive datetime is taken as UTC."""
     if when.tzinfo is None:
@@ -205,7 +209,7 @@ class SqliteStore:
         try:
             self._write(UPSERT, rows)
         except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite write failed ({self.path}): {exc}") from exc
+            raise SqliteUnavailable(f"SQLite write failed ({self.path}): {exc}") from exc
 
     def set_label(self, record_id: uuid.UUID, label: int) -> bool:
         """Store the true digit for a record; False when the id is unknown."""
