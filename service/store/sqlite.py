@@ -73,7 +73,7 @@ ON CONFLICT (id) DO UPDATE SET
 
 
 class SqliteUnavailable(StoreUnavailable, sqlite3.OperationalError):
-    """The file cannot be written now; both a `StoreUnavailable` (for `SpooledStore`) and the sqlite3 error."""
+    """The file cannot be written now: a `StoreUnavailable` (for `SpooledStore`) and the sqlite3 error."""
 
 
 def _to_us(when: datetime) -> int:
