@@ -6,6 +6,7 @@ polling the store: each worker binds a Unix datagram socket `written-<pid>-<rand
 its siblings share (the spool folder), and its writer sends one byte to every other socket there after
 each stored batch. A socket nobody listens on any more (a killed worker) is removed by the first sender
 that finds it dead. Sending never blocks: a sibling with a full socket buffer has notices waiting already.
+The folder is local to one host (emptyDir in the chart), as the spool's own flocks already assume.
 """
 
 from __future__ import annotations
