@@ -254,11 +254,9 @@ class CassandraStore:
         stmts = self._ready()
         failed, error = self._write(stmts, recs)
         if failed:
-            raise PartialWrite(
-                f"Cassandra at {self.config.endpoint} did not take {len(failed)} of {len(recs)} records "
-                f"({type(error).__name__}: {error})",
-                failed,
-            )
+            # The same text for every batch of one outage, so the outage is logged once, not per batch.
+            message = f"Cassandra at {self.config.endpoint}: {type(error).__name__}: {error}"
+            raise PartialWrite(message, failed)
 
     def _write(
         self, stmts: Statements, recs: Sequence[PredictionRecord]
