@@ -40,7 +40,7 @@ format: install ## Apply ruff's formatting and safe fixes
 bench: install ## Load-test the real server with wrk and write BENCHMARKS.md
 	$(BIN)/python scripts/bench.py
 
-train: install ## Train both models into models/ (see README for the exact commands)
+train: install ## Train both models into models/ (see docs/models.md for the exact commands)
 	$(BIN)/mnist train --model softmax
 	$(BIN)/mnist train --model cnn
 

@@ -130,7 +130,7 @@ def evaluate(path: Path, data_dir: Path | None, threads: int) -> None:
     "--threads", type=click.IntRange(min=1), default=None, help="Threads per worker [MNIST_THREADS]."
 )
 def serve(host: str | None, port: int | None, workers: int | None, threads: int | None) -> None:
-    """Serve the models under gunicorn (configuration from MNIST_* variables; see README)."""
+    """Serve the models under gunicorn (configuration from MNIST_* variables; see docs/configuration.md)."""
     import os
     import sys
 
