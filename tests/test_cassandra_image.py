@@ -322,6 +322,54 @@ def test_image_has_the_cassandra_user_999_and_its_tools_on_the_path(
     assert '"17.' in out[5]
 
 
+def test_entrypoint_runs_cassandra_for_options_and_any_other_command_as_is(
+    cassandra_image: CassandraImage,
+) -> None:
+    run = ["run", "--rm", "--network", "none", *ULIMITS, "--user", "999:999", cassandra_image.tag]
+    # A first argument starting with "-" is an option of `cassandra -f` (here -v: print the version).
+    assert podman(*run, "-v").stdout.strip() == cassandra_image.tag.rsplit(":", 1)[1]
+    assert podman(*run, "echo", "as is").stdout == "as is\n"
+
+
+def test_entrypoint_writes_every_address_variable_and_can_run_again(
+    cassandra_image: CassandraImage, tmp_path: Path
+) -> None:
+    """The variables the chart does not set, as a user of the official image may: explicit addresses, seeds,
+    tokens; a restart (the same config volume, the entrypoint again) leaves one line per key."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    os.chown(config_dir, CASSANDRA_UID, CASSANDRA_UID)
+    podman(
+        "run", "--rm", "--network", "none", *ULIMITS, "--user", "999:999", "-v", f"{config_dir}:/config",
+        "--entrypoint", "cp", cassandra_image.tag, "-R", "/etc/cassandra/.", "/config/",
+    )  # fmt: skip
+    env = {
+        "CASSANDRA_LISTEN_ADDRESS": "127.0.0.7",
+        "CASSANDRA_BROADCAST_ADDRESS": "192.0.2.70",
+        "CASSANDRA_RPC_ADDRESS": "127.0.0.8",
+        "CASSANDRA_BROADCAST_RPC_ADDRESS": "192.0.2.80",
+        "CASSANDRA_SEEDS": "192.0.2.70,192.0.2.71",
+        "CASSANDRA_NUM_TOKENS": "4",
+        "CASSANDRA_CLUSTER_NAME": "named here",
+    }
+    args = ["run", "--rm", "--network", "none", *ULIMITS, "--user", "999:999"]
+    args += ["-v", f"{config_dir}:/etc/cassandra", *(f"--env={k}={v}" for k, v in env.items())]
+    for _ in range(2):
+        # `cassandra -h` only prints its usage: the entrypoint's edits happen, no JVM starts.
+        podman(*args, cassandra_image.tag, "cassandra", "-h")
+    text = (config_dir / "cassandra.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert config["listen_address"] == "127.0.0.7"
+    assert config["broadcast_address"] == "192.0.2.70"
+    assert config["rpc_address"] == "127.0.0.8"
+    assert config["broadcast_rpc_address"] == "192.0.2.80"
+    assert config["seed_provider"][0]["parameters"][0]["seeds"] == "192.0.2.70,192.0.2.71"
+    assert config["num_tokens"] == 4
+    assert config["cluster_name"] == "named here"
+    for key in ("listen_address", "broadcast_address", "rpc_address", "broadcast_rpc_address", "num_tokens"):
+        assert sum(line.startswith(f"{key}:") for line in text.splitlines()) == 1, key
+
+
 # --- one node, as the chart runs it ----------------------------------------------------------------------
 
 
