@@ -2,7 +2,8 @@
 # on this kind of host, the machine-wide build lock, the Debian base made here with debootstrap (no registry
 # pulls), and the pip configuration a build step may use. Source it after defining log() and die().
 #
-# Environment: REBUILD_BASE=1 (make the base again even if podman storage or the cached tarball has it).
+# Environment: REBUILD_BASE=1 (make the base again even if podman storage or the cached tarball has it),
+# BASE_CACHE_DIR (where the base tarball is kept; .cache/images).
 
 # What podman can do on this kind of host: runc (crun fails), host network, bounded ulimits.
 PODMAN=(podman --runtime runc)
