@@ -123,7 +123,7 @@ class ServiceState:
     def label(self, rid: uuid.UUID, label: int) -> PredictionRecord:
         """Store the true digit of a record; returns the record as it was predicted."""
         rec = self.find(rid)
-        # A record still in this worker's write queue is not in the store yet: wait until it is, then label it.
+        # A record still in this worker's write queue is not in the store yet: wait until it is, then label.
         if not self.store.set_label(rid, label) and not (
             self.writes.await_written(rid, PENDING_WRITE_GRACE_S) and self.store.set_label(rid, label)
         ):
