@@ -153,12 +153,8 @@ def _own_operations() -> dict[tuple[str, str], Operation]:
     form = {
         "type": "object",
         "properties": {
-            "image": {
-                "anyOf": [
-                    _DIGIT_FILE,
-                    {"type": "array", "items": _DIGIT_FILE, "minItems": 1, "x-batch": True},
-                ]
-            },
+            # One file per part; repeat the part for several images (the answer is then a list).
+            "image": {**_DIGIT_FILE, "description": "An image file holding one digit; repeat for several"},
             "file": {
                 **_DIGIT_FILE,
                 "description": "An image file holding one digit (older clients' field name)",
