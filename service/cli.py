@@ -140,16 +140,15 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
 
     overrides = {"MNIST_HOST": host, "MNIST_PORT": port, "MNIST_WORKERS": workers, "MNIST_THREADS": threads}
     os.environ.update({key: str(value) for key, value in overrides.items() if value is not None})
-    from service.artifacts import ArtifactError, discover
+    from service.lifecycle.checks import scan
 
-    # Fail here, with a message that says what to do, rather than in every worker.
+    # Fail here, with a message that says what to do, rather than in every worker. Only the folders are
+    # looked at: a broken version is the workers' to refuse (counted, logged) while an older one serves.
     try:
         settings = Settings()
-        found = discover(settings.model_dir)
     except ValidationError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
-    except ArtifactError as exc:
-        raise click.ClickException(str(exc)) from None
+    found = scan(settings.model_dir)
     if settings.default_model not in found:
         raise click.ClickException(
             f"no {settings.default_model!r} model under {settings.model_dir.resolve()} (found: "
