@@ -5,9 +5,10 @@
 gthread workers: each request thread decodes and preprocesses its image (Pillow and numpy release the GIL),
 then waits on the per-process micro-batcher. Models are loaded in each worker after the fork (preload_app
 off): interpreter threads and the write-queue thread do not survive a fork, and loading takes well under a
-second. `post_worker_init` then starts the worker's model-directory watcher (hot reload). The master imports the heavy libraries, so workers share those pages. On SIGTERM each worker
-finishes its requests, then `worker_exit` drains its write queue into the store before the process ends,
-within `graceful_timeout`.
+second. `post_worker_init` then starts the worker's model-directory watcher (hot reload). The master
+imports the heavy libraries, so workers share those pages. On SIGTERM each worker finishes its requests,
+then `worker_exit` drains its write queue into the store before the process ends, within
+`graceful_timeout`.
 """
 
 from __future__ import annotations
