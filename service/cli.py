@@ -107,7 +107,7 @@ def train(
 @click.option("--from", "store_url", required=True, metavar="STORE_URL",
               help="Store with the feedback: sqlite:///path or cassandra://host/keyspace.")  # fmt: skip
 @click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model folder: the serving version is read, the new one written [MNIST_MODEL_DIR].")  # fmt: skip
+              help="Model folder to start from and write to [MNIST_MODEL_DIR].")  # fmt: skip
 @_data_dir_option
 @click.option(
     "--seed", type=int, default=42, show_default=True, help="Seeds the slice, the batches, the weights."
