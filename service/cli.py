@@ -123,6 +123,10 @@ def train(
 )
 @click.option("--holdout", type=click.FloatRange(0.05, 0.9), default=0.2, show_default=True,
               help="Share of the feedback kept as the evaluation slice.")  # fmt: skip
+@click.option("--feedback-share", type=click.FloatRange(0.0, 1.0), default=0.25, show_default=True,
+              help="Share of each batch drawn from the feedback (the rest from MNIST).")  # fmt: skip
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="AdamW learning rate of the fine-tune.")  # fmt: skip
 @click.option("--min-feedback", type=click.IntRange(min=2), default=50, show_default=True,
               help="Refuse to run with fewer labelled predictions.")  # fmt: skip
 @click.option(
@@ -138,6 +142,8 @@ def retrain(
     steps_per_epoch: int,
     batch_size: int,
     holdout: float,
+    feedback_share: float,
+    learning_rate: float,
     min_feedback: int,
     shuffle_labels: bool,
 ) -> None:
@@ -157,7 +163,8 @@ def retrain(
     settings = Settings(store_url=store_url)
     options = RetrainOptions(
         steps_per_epoch=steps_per_epoch, epochs=epochs, batch_size=batch_size, holdout=holdout, seed=seed,
-        min_feedback=min_feedback, shuffle_labels=shuffle_labels,
+        feedback_share=feedback_share, learning_rate=learning_rate, min_feedback=min_feedback,
+        shuffle_labels=shuffle_labels,
     )  # fmt: skip
     store = open_store(settings)
     try:

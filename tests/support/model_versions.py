@@ -15,13 +15,20 @@ SHIPPED = ROOT / "models"
 
 
 def add_version(
-    model_dir: Path, name: str, version: int, damage: Callable[[Path], None] | None = None, source: int = 1
+    model_dir: Path,
+    name: str,
+    version: int,
+    damage: Callable[[Path], None] | None = None,
+    source: int = 1,
+    keras: bool = False,
 ) -> Path:
-    """Copy models/<name>/<source> to model_dir/<name>/<version> (metadata says the new version)."""
+    """Copy models/<name>/<source> to model_dir/<name>/<version> (metadata says the new version); the
+    Keras file (not needed to serve) only when `keras`, as retraining starts from it."""
     staging = model_dir / name / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(SHIPPED / name / str(source), staging)
-    (staging / "model.keras").unlink(missing_ok=True)  # not needed to serve; keeps the copies small
+    if not keras:
+        (staging / "model.keras").unlink(missing_ok=True)
     set_metadata(staging, version=str(version))
     if damage is not None:
         damage(staging)
@@ -54,10 +61,10 @@ def below_threshold(path: Path) -> None:
     set_metadata(path, test_accuracy=0.5)
 
 
-def model_dir_with(tmp: Path, **versions: int) -> Path:
-    """A model directory holding version 1 of each shipped model: model_dir_with(tmp, cnn=1, softmax=1)."""
+def model_dir_with(tmp: Path, keras: bool = False, **versions: int) -> Path:
+    """A model directory holding the shipped models as the given versions: model_dir_with(tmp, cnn=1)."""
     model_dir = tmp / "models"
     for name, version in versions.items():
         (model_dir / name).mkdir(parents=True, exist_ok=True)
-        add_version(model_dir, name, version)
+        add_version(model_dir, name, version, keras=keras)
     return model_dir
