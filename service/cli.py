@@ -157,6 +157,7 @@ def retrain(
     from service.retrain import RetrainError, RetrainOptions, retrain
     from service.settings import Settings
     from service.store.factory import open_store
+    from service.train import TrainingError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     defaults = Settings()
@@ -176,7 +177,7 @@ def retrain(
             options=options,
             command=shlex.join(["mnist", *sys.argv[1:]]),
         )
-    except (RetrainError, DataError) as exc:
+    except (RetrainError, DataError, TrainingError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()

@@ -6,22 +6,20 @@ or above the serving version's on the same slice. A version that fails is still 
 worth keeping) with a `rejected` file naming the reason, which the serving workers refuse to load.
 
 Cheap by design (a few hundred steps on CPU): batches mix MNIST training images and feedback images,
-starting from the serving version's weights at a low learning rate. Deterministic per seed.
+starting from the serving version's weights at a low learning rate. Deterministic per seed. Export,
+evaluation and the on-disk layout are `mnist train`'s own (`train.export`, `train.evaluate`,
+`artifacts.write_artifact`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,6 +30,7 @@ from service.lifecycle.checks import REJECTED, Refused, scan, verify
 from service.lifecycle.feedback import FeedbackSet, FeedbackSplit, split_feedback
 from service.runtime import TFLiteModel
 from service.store.base import Store
+from service.train import evaluate, export
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def retrain(
     )  # fmt: skip
     x_test, y_test = _unit(mnist.test_images), mnist.test_labels
     x_slice, y_slice = _unit(split.evaluation.images), split.evaluation.labels
-    serving_slice = _tflite_accuracy(base.tflite_path, x_slice, y_slice)
+    serving_slice = _accuracy(base.tflite_path.read_bytes(), x_slice, y_slice)
     serving = {
         "version": base.version,
         "test_accuracy": base.accuracy,
@@ -126,50 +125,56 @@ def retrain(
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tflite_path = Path(tmp) / artifacts.TFLITE
-        tflite_path.write_bytes(_to_tflite(model))
-        test_accuracy, confusion = _tflite_scores(tflite_path, x_test, y_test)
-        slice_accuracy = _tflite_accuracy(tflite_path, x_slice, y_slice)
-        threshold = base.min_accuracy
-        servable, reason = gate(test_accuracy, threshold, slice_accuracy, serving_slice)
-        metadata = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": command,
-            "base_version": base.version,
-            "seed": options.seed,
-            "retrain": {
-                **options.__dict__,
-                "steps": options.steps_per_epoch * options.epochs,
-                "training_seconds": round(seconds, 1),
-                "training_cpu_seconds": round(cpu_seconds, 1),
-            },
-            "train_images": len(x_train),
-            "feedback": {
-                "train": len(split.train),
-                "evaluation_slice": len(split.evaluation),
-                "skipped": split.skipped,
-                "slice_share": options.holdout,
-            },
-            "test_accuracy": test_accuracy,
-            "feedback_slice_accuracy": slice_accuracy,
-            "serving": serving,
-            "per_class_accuracy": {
-                str(d): float(confusion[d, d] / max(confusion[d].sum(), 1)) for d in range(10)
-            },
-            "confusion_matrix": confusion.tolist(),
-            "thresholds": {"min_accuracy": threshold},
-            "promotion": {"servable": servable, "reason": reason},
-            "recipe": base.metadata.get("recipe"),
-            "history": history,
-            "input": base.metadata.get("input"),
-            "output": base.metadata.get("output"),
-            "data_sha256": mnist.sha256,
-            "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        }
-        artifact = _write_version(
-            model_dir, name, metadata, model, tflite_path, rejected=None if servable else reason
-        )
+    tflite = export(model)
+    evaluation = evaluate(model, tflite, x_test, y_test)  # TrainingError when the export drifts
+    test_accuracy, confusion = evaluation.tflite_accuracy, evaluation.confusion
+    slice_accuracy = _accuracy(tflite, x_slice, y_slice)
+    threshold = base.min_accuracy
+    servable, reason = gate(test_accuracy, threshold, slice_accuracy, serving_slice)
+    metadata = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "base_version": base.version,
+        "seed": options.seed,
+        "retrain": {
+            **options.__dict__,
+            "steps": options.steps_per_epoch * options.epochs,
+            "training_seconds": round(seconds, 1),
+            "training_cpu_seconds": round(cpu_seconds, 1),
+        },
+        "train_images": len(x_train),
+        "feedback": {
+            "train": len(split.train),
+            "evaluation_slice": len(split.evaluation),
+            "skipped": split.skipped,
+            "slice_share": options.holdout,
+        },
+        "test_accuracy": test_accuracy,
+        "keras_test_accuracy": evaluation.keras_accuracy,
+        "feedback_slice_accuracy": slice_accuracy,
+        "serving": serving,
+        "per_class_accuracy": {
+            str(d): float(confusion[d, d] / max(confusion[d].sum(), 1)) for d in range(10)
+        },
+        "confusion_matrix": confusion.tolist(),
+        "thresholds": {"min_accuracy": threshold},
+        "promotion": {"servable": servable, "reason": reason},
+        "recipe": base.metadata.get("recipe"),
+        "history": history,
+        "input": base.metadata.get("input"),
+        "output": base.metadata.get("output"),
+        "data_sha256": mnist.sha256,
+        "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    files: dict[str, artifacts.FileWriter] = {
+        artifacts.KERAS: model.save,
+        artifacts.TFLITE: lambda path: path.write_bytes(tflite),
+    }
+    if not servable:
+        # Written inside the staging folder: the version never appears without its marker.
+        files[REJECTED] = lambda path: path.write_text(reason + "\n", encoding="utf-8")
+    version = str(artifacts.next_version(model_dir, name))
+    artifact = artifacts.write_artifact(model_dir, name, version, metadata, files)
     log.info(
         "%s v%s written: %s (%s)", name, artifact.version, "servable" if servable else "rejected", reason
     )
@@ -227,58 +232,15 @@ def _unit(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
-def _tflite_predictions(path: Path, x: np.ndarray) -> np.ndarray:
-    model = TFLiteModel.load(path, threads=2)
-    if not len(x):
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([model.predict(x[i : i + 1000]).argmax(axis=1) for i in range(0, len(x), 1000)])
-
-
-def _tflite_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(_tflite_predictions(path, x) == y)) if len(y) else 0.0
-
-
-def _tflite_scores(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    predictions = _tflite_predictions(path, x)
-    confusion = np.zeros((10, 10), dtype=np.int64)
-    np.add.at(confusion, (y, predictions), 1)
-    return float(np.mean(predictions == y)), confusion
-
-
-def _to_tflite(model: Any) -> bytes:
-    """SavedModel export (serving signature, inference mode), converted; as `mnist train` does.
-    TODO(store branch): use train.export() once the fit/evaluate/export split is on main."""
-    import tensorflow as tf
-
+def _accuracy(tflite: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a TFLite flatbuffer on float32 images (0.0 for none)."""
+    if not len(y):
+        return 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        return bytes(tf.lite.TFLiteConverter.from_saved_model(tmp).convert())
-
-
-def _write_version(
-    model_dir: Path, name: str, metadata: dict[str, Any], model: Any, tflite: Path, rejected: str | None
-) -> Artifact:
-    """The next version folder, complete (with its `rejected` marker if any) before it appears by one rename,
-    so a watcher never sees a rejected version without its marker.
-    TODO(store branch): artifacts.write_artifact() once it is on main."""
-    version = str(artifacts.next_version(model_dir, name))
-    staging = Path(model_dir) / name / f".retrain-{version}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        model.save(staging / artifacts.KERAS)
-        shutil.copyfile(tflite, staging / artifacts.TFLITE)
-        if rejected is not None:
-            (staging / REJECTED).write_text(rejected + "\n", encoding="utf-8")
-        files = {f: _file_info(staging / f) for f in (artifacts.KERAS, artifacts.TFLITE)}
-        document = {"name": name, "version": version, **metadata, "files": files}
-        (staging / artifacts.METADATA).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        final = Path(model_dir) / name / version
-        staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return artifacts.load_artifact(final)
-
-
-def _file_info(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        path = Path(tmp) / artifacts.TFLITE
+        path.write_bytes(tflite)
+        model = TFLiteModel.load(path, threads=2)
+        predictions = np.concatenate(
+            [model.predict(x[i : i + 1000]).argmax(axis=1) for i in range(0, len(x), 1000)]
+        )
+    return float(np.mean(predictions == y))
