@@ -43,7 +43,7 @@ COPY service ./service
 RUN set -eux; \
     /opt/venv/bin/pip install --no-deps .; \
     # Nothing installs packages at run time.
-    /opt/venv/bin/pip uninstall -y setuptools pip
+    /opt/venv/bin/python -m pip uninstall -y setuptools pip
 
 # --- runtime: the venv, the models, a non-root user ----------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -96,8 +96,8 @@ RUN set -eux; \
     /opt/venv/bin/python -m ensurepip; \
     python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["train"]))' \
         > train-requirements.txt; \
-    /opt/venv/bin/pip install -r train-requirements.txt; \
-    /opt/venv/bin/pip uninstall -y setuptools pip
+    /opt/venv/bin/python -m pip install -r train-requirements.txt; \
+    /opt/venv/bin/python -m pip uninstall -y setuptools pip
 
 FROM runtime AS trainer
 COPY --from=trainer-venv /opt/venv /opt/venv
