@@ -367,12 +367,13 @@ class ModelRegistry:
 
     def failures(self) -> list[LoadFailure]:
         """Versions refused by a check, for /readyz and the v2 model metadata."""
-        return [failure for _, failure in self._failures.values()]
+        # list() copies in one step under the GIL: the watcher thread may be changing the dict meanwhile.
+        return [failure for _, failure in list(self._failures.values())]
 
     def status(self, name: str) -> list[dict[str, Any]]:
         """TF Serving's `model_version_status` of `name`: loaded, unloading and refused versions."""
         rows: dict[str, dict[str, Any]] = {}
-        for retiring in self._retiring:
+        for retiring in list(self._retiring):
             if retiring.model == name and not retiring.released.is_set():
                 rows[retiring.version] = _status_row(retiring.version, "UNLOADING")
         for version in self._served.get(name, {}):
@@ -405,6 +406,9 @@ class ModelRegistry:
                 return False
             current = self._served
             on_disk = scan(self.settings.model_dir)
+            for name, version in list(self._failures):  # a removed folder is no longer a failure to show
+                if int(version) not in on_disk.get(name, []):
+                    del self._failures[(name, version)]
             new: Snapshot = {}
             for name in sorted(set(on_disk) | set(current)):
                 chosen = self._select(name, on_disk.get(name, []), current.get(name, {}))

@@ -90,6 +90,15 @@ def test_marking_the_serving_version_rejected_rolls_back(registry: ModelRegistry
     assert registry.get().version == "1"
 
 
+def test_a_removed_broken_version_is_no_longer_listed(registry: ModelRegistry, model_dir: Path) -> None:
+    path = add_version(model_dir, "softmax", 2, truncate)
+    registry.refresh()
+    assert _failures(registry) == {"2": "checksum"}
+    shutil.rmtree(path)
+    registry.refresh()
+    assert not registry.failures() and [row["version"] for row in registry.status("softmax")] == ["1"]
+
+
 def test_a_fixed_version_is_tried_again(registry: ModelRegistry, model_dir: Path) -> None:
     path = add_version(model_dir, "softmax", 2, truncate)
     registry.refresh()
