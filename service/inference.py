@@ -31,13 +31,22 @@ from service import metrics
 from service.artifacts import Artifact
 from service.errors import ServiceError, UnknownModel
 from service.lifecycle.checks import REJECTED, Fingerprint, Refused, check_answers, scan, verify
-from service.lifecycle.policy import parse_policies
+from service.lifecycle.overrides import Override, Overrides
+from service.lifecycle.policy import VersionPolicy, parse_policies
 from service.lifecycle.routing import Router, parse_routes, parse_shadows, usable
 from service.lifecycle.watcher import Watcher
 from service.runtime import TFLiteModel
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class RepositoryConflict(ServiceError):
+    """A model repository call that contradicts the configuration (unloading the default model, pinning a
+    version that fails its checks). Lives here until service/errors.py is free to edit (issue 10)."""
+
+    code = "repository_conflict"
+    status = 409
 
 
 class ModelsUnavailable(ServiceError):
@@ -306,6 +315,7 @@ class ModelRegistry:
         self._served: Snapshot = {}
         self._failures: dict[tuple[str, str], tuple[Fingerprint, LoadFailure]] = {}
         self._retiring: list[_Retiring] = []
+        self.overrides = Overrides(settings.model_overrides_file)
         self._refresh_lock = threading.Lock()
         self._watcher: Watcher | None = None
         self._closed = False
@@ -391,6 +401,68 @@ class ModelRegistry:
             model.batcher.alive for versions in self._served.values() for model in versions.values()
         )
 
+    # --- the model repository (v2 repository extension: index, load, unload) ---
+
+    def index(self) -> list[dict[str, str]]:
+        """Every version on disk with its state: READY (serving), or UNAVAILABLE with the reason."""
+        on_disk, served, overrides = scan(self.settings.model_dir), self._served, self.overrides.read()
+        failures = {(f.model, f.version): f for f in self.failures()}
+        rows = []
+        for name, numbers in on_disk.items():
+            override = overrides.get(name)
+            for version in (str(n) for n in numbers):
+                row = {"name": name, "version": version, "state": "READY", "reason": ""}
+                if version not in served.get(name, {}):
+                    failure = failures.get((name, version))
+                    row["state"] = "UNAVAILABLE"
+                    if failure is not None:
+                        row["reason"] = f"{failure.reason}: {failure.message}"
+                    elif override is not None and override.unloaded:
+                        row["reason"] = "unloaded"
+                    else:
+                        row["reason"] = "not selected by the version policy"
+                rows.append(row)
+        return rows
+
+    def load_model(self, name: str, versions: list[str] | None = None) -> list[dict[str, Any]]:
+        """Serve `name` again (after an unload), pinned to `versions` if given, else by its policy; every
+        worker follows at its next poll, this one at once. Returns the model's version status."""
+        on_disk = scan(self.settings.model_dir).get(name)
+        if not on_disk:
+            raise UnknownModel(f"no model named {name!r} in the model directory")
+        absent = [v for v in versions or [] if not v.isdigit() or int(v) not in on_disk]
+        if absent:
+            raise UnknownModel(f"model {name!r} has no version {', '.join(absent)} on disk")
+        previous = self.overrides.read().get(name)
+        self._set_override(name, Override(versions=tuple(versions)) if versions else None)
+        self.refresh()
+        served = set(self._served.get(name, {}))
+        if not served or (versions and not set(versions) <= served):
+            self._set_override(name, previous)  # a pin that cannot serve is not left for the other workers
+            self.refresh()
+            refused = "; ".join(f"v{f.version}: {f.message}" for f in self.failures() if f.model == name)
+            raise RepositoryConflict(
+                f"model {name!r} could not be loaded as asked: {refused or 'no version'}"
+            )
+        return self.status(name)
+
+    def unload_model(self, name: str) -> None:
+        """Take `name` out of service in every worker (until `load_model`); not the default model."""
+        if name == self.default:
+            raise RepositoryConflict(f"{name!r} is the default model (MNIST_DEFAULT_MODEL) and stays loaded")
+        if name not in self._served and name not in scan(self.settings.model_dir):
+            raise UnknownModel(f"no model named {name!r}")
+        self._set_override(name, Override(unloaded=True))
+        self.refresh()
+
+    def _set_override(self, name: str, override: Override | None) -> None:
+        try:
+            self.overrides.set(name, override)
+        except OSError as exc:
+            raise RepositoryConflict(
+                f"cannot write MNIST_MODEL_OVERRIDES_FILE={self.overrides.path}: {exc}"
+            ) from None
+
     # --- changing (watcher thread, startup) ---
 
     def watch(self, interval_s: float | None = None) -> None:
@@ -409,9 +481,16 @@ class ModelRegistry:
             for name, version in list(self._failures):  # a removed folder is no longer a failure to show
                 if int(version) not in on_disk.get(name, []):
                     del self._failures[(name, version)]
+            overrides = self.overrides.read()
             new: Snapshot = {}
             for name in sorted(set(on_disk) | set(current)):
-                chosen = self._select(name, on_disk.get(name, []), current.get(name, {}))
+                override = overrides.get(name)
+                if override is not None and override.unloaded:
+                    continue  # taken out of service by the model repository's unload
+                policy = self.policies[name]
+                if override is not None and override.versions:
+                    policy = VersionPolicy("specific", versions=frozenset(int(v) for v in override.versions))
+                chosen = self._select(name, policy, on_disk.get(name, []), current.get(name, {}))
                 if not chosen and current.get(name):
                     # Never go from serving to nothing (a volume hiccup, a deleted folder): keep what runs.
                     log.warning("model %s: no valid version on disk, keeping the loaded ones", name)
@@ -430,10 +509,9 @@ class ModelRegistry:
             return changed
 
     def _select(
-        self, name: str, on_disk: list[int], loaded: dict[str, ServedModel]
+        self, name: str, policy: VersionPolicy, on_disk: list[int], loaded: dict[str, ServedModel]
     ) -> dict[str, ServedModel]:
         """The versions of `name` the policy wants, loading (and checking) the ones not loaded yet."""
-        policy = self.policies[name]
         chosen: dict[str, ServedModel] = {}
         for number in policy.order(on_disk):
             if policy.enough(len(chosen)):

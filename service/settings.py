@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         "",
         description="Shadow version per model (answer recorded, never returned), e.g. 'cnn: 2'.",
     )
+    model_overrides_file: Path = Field(
+        Path("var/model-overrides.json"),
+        description="Where the workers share runtime load/unload overrides of the version policies.",
+    )
     routing_seed: int | None = Field(
         None, description="Seeds the canary draw (same seed, same picks); unset = random."
     )
