@@ -10,7 +10,6 @@ accuracies of two retraining runs with one seed are measured on the same records
 from __future__ import annotations
 
 import hashlib
-import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from tqdm import tqdm
 
 from service.store.base import PredictionRecord
 
-log = logging.getLogger(__name__)
 PIXELS = 28 * 28
 
 
@@ -63,17 +61,16 @@ class _Builder:
         self.predicted.append(rec.digit)
 
     def build(self) -> FeedbackSet:
+        """Arrays over the collected bytes (no copy of the pixels, the one large part)."""
         n = len(self.labels)
         return FeedbackSet(
-            np.frombuffer(bytes(self.pixels), dtype=np.uint8).reshape(n, 28, 28),
-            np.frombuffer(bytes(self.labels), dtype=np.uint8).astype(np.int64),
-            np.frombuffer(bytes(self.predicted), dtype=np.uint8).astype(np.int64),
+            np.frombuffer(self.pixels, dtype=np.uint8).reshape(n, 28, 28),
+            np.frombuffer(self.labels, dtype=np.uint8).astype(np.int64),
+            np.frombuffer(self.predicted, dtype=np.uint8).astype(np.int64),
         )
 
 
-def split_feedback(
-    records: Iterable[PredictionRecord], seed: int, share: float, limit: int | None = None
-) -> FeedbackSplit:
+def split_feedback(records: Iterable[PredictionRecord], seed: int, share: float) -> FeedbackSplit:
     """Stream labelled records into (train, evaluation slice); shadow copies are not feedback."""
     train, evaluation = _Builder(), _Builder()
     skipped = 0
@@ -87,7 +84,4 @@ def split_feedback(
                 skipped += 1
                 continue
             (evaluation if in_slice(rec.id, seed, share) else train).add(rec)
-            if limit is not None and len(train.labels) + len(evaluation.labels) >= limit:
-                log.info("feedback: stopped at the limit of %d records", limit)
-                break
     return FeedbackSplit(train.build(), evaluation.build(), skipped)
