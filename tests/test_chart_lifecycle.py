@@ -94,6 +94,8 @@ def test_the_retrain_cronjob_runs_the_cli_on_the_release_store_and_models(lifecy
     assert not _mounts(container)["models"].get("readOnly")  # it writes the new version
     configmap = lifecycle.one("ConfigMap", "api")["metadata"]["name"]
     assert container["envFrom"] == [{"configMapRef": {"name": configmap}}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MNIST_SPOOL_DIR"].startswith("/tmp/")  # writable: the store client opens its spool there
     labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     assert any(key.endswith("-cassandra-client") for key in labels)  # through the Cassandra NetworkPolicy
 
@@ -151,3 +153,11 @@ def test_the_schema_rejects_bad_lifecycle_values(bad: dict[str, Any]) -> None:
                 values[key][sub] = value
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(values, schema)
+
+
+def test_the_retrain_pod_gets_the_store_credentials_the_service_gets() -> None:
+    rendered = render(LIFECYCLE, sets={"auth.username": "mnist", "auth.password": "secret"})
+    service = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    (retrain,) = _pod(rendered.one("CronJob", "retrain"))["containers"]
+    credentials = [e for e in service if e["name"].startswith("MNIST_CASSANDRA_")]
+    assert credentials and all(e in retrain["env"] for e in credentials)
