@@ -70,7 +70,10 @@ def test_schemathesis_finds_no_failures_and_no_server_errors(
     }
     print("running:", " ".join(command), flush=True)
     with report.open("w") as out:
-        result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+        # cwd: schemathesis keeps a cache folder (.schemathesis/) where it runs; not in the repository.
+        result = subprocess.run(
+            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
+        )
     text = report.read_text()
     summary = text[text.rfind("SUMMARY") :] if "SUMMARY" in text else text[-3000:]
     print(summary)
