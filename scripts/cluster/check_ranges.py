@@ -1,7 +1,7 @@
 """Exit 1 when one of the cluster's ranges overlaps a network the host already routes (`ip route`).
 
-Usage: check_ranges.py BRIDGE CIDR... The default route, routes on lo (the node address lives there) and routes
-through the cluster's own bridge (left by an earlier `up`) do not count."""
+Usage: check_ranges.py BRIDGE CIDR... The default route, routes on lo (the node address lives there) and
+routes through the cluster's own bridge (left by an earlier `up`) do not count."""
 
 from __future__ import annotations
 
