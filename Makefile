@@ -77,7 +77,7 @@ image-test: install ## Build the image, run it read-only, predict, /metrics, SIG
 	$(BIN)/pytest tests/test_image.py
 
 e2e: install ## End-to-end test on the cluster KUBECONFIG points at (kind, minikube, ...; see k8s/README.md)
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest -m k8s tests/e2e $(PYTEST_ARGS)
 
 cluster-build: ## Build (or reuse) the local cluster's pinned binaries, cached in ~/.cache/mnist-service
 	scripts/local-cluster.sh build

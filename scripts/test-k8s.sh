@@ -4,6 +4,9 @@
 # stays up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/cluster/config.sh
+source scripts/cluster/config.sh
+export PATH="$K8S_BIN:$PATH" # kubectl of the cluster's own version
 started=$SECONDS
 brought_up=0
 if ! scripts/local-cluster.sh status 2>/dev/null | grep -q "kube-apiserver .*running"; then
@@ -14,7 +17,7 @@ else
   scripts/local-cluster.sh up # finishes a half-started cluster, refreshes var/kubeconfig; fast when all runs
 fi
 rc=0
-KUBECONFIG="$PWD/var/kubeconfig" E2E_LOCAL_CLUSTER=1 .venv/bin/pytest tests/e2e "$@" || rc=$?
+KUBECONFIG="$PWD/var/kubeconfig" E2E_LOCAL_CLUSTER=1 .venv/bin/pytest -m k8s tests/e2e "$@" || rc=$?
 if ((brought_up)) && [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
   scripts/local-cluster.sh down
 fi

@@ -13,6 +13,7 @@ from tests.e2e.conftest import LOCAL_CLUSTER, LOCAL_CLUSTER_SCRIPT, Images
 from tests.e2e.kube import Namespace
 
 pytestmark = [
+    pytest.mark.k8s,
     pytest.mark.integration,
     pytest.mark.skipif(not LOCAL_CLUSTER, reason="the guard belongs to scripts/local-cluster.sh's cluster"),
 ]

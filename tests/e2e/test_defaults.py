@@ -32,7 +32,7 @@ from tests.e2e.kube import (
 from tests.helm_tools import tool
 from tests.readback import read_back
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.k8s, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 RELEASE = "mnist-service"  # so the objects are named as in the README
 INSTALL_TIMEOUT_S = 900

@@ -36,7 +36,7 @@ from tests.e2e.kube import (
 from tests.e2e.steady_load import LoadResult, SteadyLoad
 from tests.helm_tools import CHART, tool
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.k8s, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 RELEASE = "mnist-service"
 VALUES = Path(__file__).parent / "values" / "production-like.yaml"
