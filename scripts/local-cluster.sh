@@ -235,7 +235,7 @@ start_control_plane() {
   daemon etcd "$ETCD_BIN/etcd" --name mnist-local --data-dir "$STATE_DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "mnist-local=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls "" \
+    --initial-cluster "mnist-local=http://127.0.0.1:$ETCD_PEER_PORT" \
     --quota-backend-bytes 2147483648 --log-level warn
   wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
@@ -469,8 +469,7 @@ remove_chains() {
       # Drop rules that jump to a KUBE- chain from a built-in chain, then flush and delete the KUBE- chains.
       "$cmd" -w -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' |
         while IFS= read -r rule; do
-          # shellcheck disable=SC2086
-          "$cmd" -w -t "$table" ${rule/-A /-D } 2>/dev/null || true
+          eval "$cmd -w -t $table ${rule/-A /-D }" 2>/dev/null || true # eval: -S quotes the rule's comments
         done
       for chain in $("$cmd" -w -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
         "$cmd" -w -t "$table" -F "$chain" 2>/dev/null || true

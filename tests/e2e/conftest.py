@@ -90,14 +90,17 @@ def load_into_local_cluster(*images: str) -> None:
 
 def local_cassandra_image() -> str:
     """The Cassandra image built here for clusters that cannot pull the official one, tagged with the chart's
-    Cassandra version (scripts/build-cassandra-image.sh keeps its layers, so a rebuild is quick)."""
+    Cassandra version (scripts/build-cassandra-image.sh keeps its layers, so a rebuild is quick).
+    E2E_CASSANDRA_IMAGE names an image podman already holds instead."""
+    if os.environ.get("E2E_CASSANDRA_IMAGE"):
+        return os.environ["E2E_CASSANDRA_IMAGE"]
     if not CASSANDRA_IMAGE_SCRIPT.exists():
         pytest.fail(
             f"{CASSANDRA_IMAGE_SCRIPT.relative_to(ROOT)} is missing: the local cluster needs a local "
             "Cassandra image"
         )
     version = load_values()["cassandra"]["image"]["tag"]
-    image = os.environ.get("E2E_CASSANDRA_IMAGE", f"localhost/mnist-cassandra:{version}")
+    image = f"localhost/mnist-cassandra:{version}"
     build = subprocess.run(
         [str(CASSANDRA_IMAGE_SCRIPT)], env={**os.environ, "IMAGE": image, "CASSANDRA_VERSION": version},
         capture_output=True, text=True, timeout=1800, check=False,
