@@ -52,7 +52,7 @@ need_root() { ((EUID == 0)) || die "must run as root (it starts containerd, the 
 install_packages() {
   local packages=(containerd runc containernetworking-plugins conntrack socat iptables openssl) missing=() pkg
   for pkg in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$pkg")
   done
   ((${#missing[@]} == 0)) && return
   log "installing ${missing[*]}"
@@ -71,7 +71,7 @@ pid_of() { [[ -f "$PID_DIR/$1.pid" ]] && cat "$PID_DIR/$1.pid"; }
 running() {
   local pid
   pid="$(pid_of "$1")" || return 1
-  [[ -n "$pid" && -d "/proc/$pid" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2"
+  [[ -n "$pid" && -d "/proc/$pid" && "$(tr '\0' ' ' <"/proc/$pid/cmdline")" == *"$2"* ]]
 }
 
 # daemon <name> <binary> <args...>: starts it detached, logging to $LOG_DIR/<name>.log, unless it already runs.
@@ -112,36 +112,57 @@ save_sysctls() {
 setup_network() {
   [[ -e /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null || true
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
-  ip addr show dev lo | grep -q "inet $NODE_IP/32" || ip addr add "$NODE_IP/32" dev lo
+  [[ "$(ip addr show dev lo)" == *"inet $NODE_IP/32"* ]] || ip addr add "$NODE_IP/32" dev lo
   install_guard
 }
 
-# The containment guard: in FORWARD and OUTPUT, first rule, so nothing kube-proxy or the CNI add comes before it.
+# The containment guard, in two places, because a packet's final interface is known in different hooks: the
+# filter table's FORWARD (pod traffic the host routes; REJECT, so a pod fails at once) and the mangle table's
+# POSTROUTING (everything, including the host's own packets, whose interface OUTPUT still shows as the one
+# before kube-proxy's DNAT re-routed them; only DROP is allowed there). Both are first in their chain.
+guard_rules() { # guard_rules <table> <target>
+  local table="$1" target="$2"
+  iptables -w -t "$table" -N "$GUARD_CHAIN" 2>/dev/null || true
+  iptables -w -t "$table" -F "$GUARD_CHAIN"
+  iptables -w -t "$table" -A "$GUARD_CHAIN" -o "$BRIDGE" -j RETURN
+  iptables -w -t "$table" -A "$GUARD_CHAIN" -o lo -j RETURN
+  iptables -w -t "$table" -A "$GUARD_CHAIN" -s "$POD_CIDR" -j "$target" -m comment --comment "pod traffic leaving"
+  iptables -w -t "$table" -A "$GUARD_CHAIN" -d "$POD_CIDR" -j "$target" -m comment --comment "pod range off the bridge"
+  iptables -w -t "$table" -A "$GUARD_CHAIN" -d "$SERVICE_CIDR" -j "$target" -m comment --comment "untranslated Service"
+  iptables -w -t "$table" -A "$GUARD_CHAIN" -s "$NODE_IP" -j "$target" -m comment --comment "node address leaving"
+}
+
 install_guard() {
-  iptables -w -N "$GUARD_CHAIN" 2>/dev/null || true
-  iptables -w -F "$GUARD_CHAIN"
-  iptables -w -A "$GUARD_CHAIN" -o "$BRIDGE" -j RETURN
-  iptables -w -A "$GUARD_CHAIN" -o lo -j RETURN
-  iptables -w -A "$GUARD_CHAIN" -s "$POD_CIDR" -j REJECT -m comment --comment "pod traffic leaving the cluster"
-  iptables -w -A "$GUARD_CHAIN" -d "$POD_CIDR" -j REJECT -m comment --comment "pod range routed off the bridge"
-  iptables -w -A "$GUARD_CHAIN" -d "$SERVICE_CIDR" -j REJECT -m comment --comment "untranslated Service address"
-  iptables -w -A "$GUARD_CHAIN" -s "$NODE_IP" -j REJECT -m comment --comment "node address leaving the machine"
+  guard_rules filter REJECT
+  guard_rules mangle DROP
   ensure_guard_first
 }
 
+GUARD_HOOKS=("filter FORWARD" "mangle POSTROUTING")
+
 ensure_guard_first() {
-  local chain
-  for chain in FORWARD OUTPUT; do
-    if [[ "$(iptables -w -S "$chain" 2>/dev/null | sed -n 2p)" != "-A $chain -j $GUARD_CHAIN" ]]; then
-      while iptables -w -D "$chain" -j "$GUARD_CHAIN" 2>/dev/null; do :; done
-      iptables -w -I "$chain" 1 -j "$GUARD_CHAIN"
+  local hook table chain
+  for hook in "${GUARD_HOOKS[@]}"; do
+    read -r table chain <<<"$hook"
+    if [[ "$(iptables -w -t "$table" -S "$chain" 2>/dev/null | sed -n 2p)" != "-A $chain -j $GUARD_CHAIN" ]]; then
+      while iptables -w -t "$table" -D "$chain" -j "$GUARD_CHAIN" 2>/dev/null; do :; done
+      iptables -w -t "$table" -I "$chain" 1 -j "$GUARD_CHAIN"
     fi
   done
 }
 
+# write_file <path>: stdin into path, leaving the file untouched when the content is the same (kube-proxy exits
+# when its configuration file is written, so `up` on a running cluster must not touch it).
+write_file() {
+  local tmp
+  tmp="$(mktemp "$1.XXXXXX")"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
 write_configs() {
   mkdir -p "$STATE_DIR/cni/net.d" "$STATE_DIR/cni/ipam" "$KUBELET_ROOT" "$LOG_DIR" "$PID_DIR" "$RUN_DIR/containerd"
-  cat >"$STATE_DIR/containerd.toml" <<EOF
+  write_file "$STATE_DIR/containerd.toml" <<EOF
 version = 2
 root = "$STATE_DIR/containerd"
 state = "$RUN_DIR/containerd/state"
@@ -166,7 +187,7 @@ state = "$RUN_DIR/containerd/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
 EOF
-  cat >"$STATE_DIR/cni/net.d/10-mnist-local.conflist" <<EOF
+  write_file "$STATE_DIR/cni/net.d/10-mnist-local.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "mnist-local",
@@ -183,8 +204,8 @@ EOF
   ]
 }
 EOF
-  echo "nameserver $DNS_SERVICE_IP" >"$STATE_DIR/resolv.conf"
-  cat >"$STATE_DIR/kubelet.yaml" <<EOF
+  echo "nameserver $DNS_SERVICE_IP" | write_file "$STATE_DIR/resolv.conf"
+  write_file "$STATE_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -213,7 +234,7 @@ evictionHard: {memory.available: 200Mi, nodefs.available: 1%, imagefs.available:
 serializeImagePulls: false
 maxPods: 60
 EOF
-  cat >"$STATE_DIR/kube-proxy.yaml" <<EOF
+  write_file "$STATE_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -292,7 +313,7 @@ start_addons() {
       <"$cluster_dir/addons/$file.yaml" | kubectl apply -f - >/dev/null
   done
   log "addons applied (StorageClass, CoreDNS, metrics-server)"
-  wait_for CoreDNS 180 kubectl -n kube-system wait --for=condition=Available deployment/coredns --timeout=1s
+  wait_for CoreDNS 180 kubectl -n kube-system rollout status deployment/coredns --timeout=1s
   wait_for "cluster DNS" 60 python3 "$cluster_dir/dns_check.py" "$DNS_SERVICE_IP" "kubernetes.default.svc.$CLUSTER_DOMAIN"
   wait_for metrics-server 180 kubectl get --raw /apis/metrics.k8s.io/v1beta1/nodes
 }
@@ -307,7 +328,7 @@ load_images() {
     id="$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null)" ||
       die "podman has no image $image (build it first)"
     stamp="$STATE_DIR/images/$(echo "$image" | tr '/:' '__').id"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$id" ]] && ctr images ls -q | grep -qx "$image"; then
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$id" ]] && has_image "$image"; then
       continue
     fi
     local since=$SECONDS
@@ -315,11 +336,18 @@ load_images() {
     podman save --format oci-archive -o "$archive" "$image" >/dev/null 2>&1
     ctr images import --no-unpack=false "$archive" >/dev/null || { rm -f "$archive"; die "ctr import of $image failed"; }
     # podman names an image's archive entry by its full name; short names need the docker.io/library/ prefix.
-    ctr images ls -q | grep -qx "$image" || die "$image was imported under another name: ctr images ls"
+    has_image "$image" || die "$image was imported under another name: ctr images ls"
     rm -f "$archive"
     echo "$id" >"$stamp"
     log "image $image imported in $((SECONDS - since))s"
   done
+}
+
+# has_image <name>: containerd holds it (the list is read whole: `grep -q` on a pipe would SIGPIPE ctr).
+has_image() {
+  local names
+  names="$(ctr images ls -q)"
+  grep -qx -- "$1" <<<"$names"
 }
 
 # The sandbox, DNS and metrics images: FROM scratch with one static binary each, built once per version.
@@ -386,14 +414,22 @@ cmd_status() {
     kubectl get nodes -o wide
     kubectl get pods -A -o wide
   fi
-  echo "containment guard ($GUARD_CHAIN): packets rejected per rule"
-  iptables -w -L "$GUARD_CHAIN" -v -n -x 2>/dev/null | awk 'NR > 2 && $3 == "REJECT" {print "  " $1 " packets: " $0}' ||
-    echo "  not installed"
+  local table
+  echo "containment guard ($GUARD_CHAIN): packets stopped per rule"
+  for table in filter mangle; do
+    iptables -w -t "$table" -L "$GUARD_CHAIN" -v -n -x 2>/dev/null |
+      awk -v t="$table" 'NR > 2 && ($3 == "REJECT" || $3 == "DROP") {
+        c = $0; sub(/.*\/\* /, "", c); sub(/ \*\/.*/, "", c); printf "  %-7s %-7s %8d packets  %s\n", t, $3, $1, c }' ||
+      echo "  $table: not installed"
+  done
 }
 
-# guard-counters: the REJECT rules' packet counts, one number per line (the e2e suite reads these).
+# guard-counters: the packet count of every stopping rule, one per line (the e2e suite reads these).
 cmd_guard_counters() {
-  iptables -w -L "$GUARD_CHAIN" -v -n -x | awk 'NR > 2 && $3 == "REJECT" {print $1}'
+  local table
+  for table in filter mangle; do
+    iptables -w -t "$table" -L "$GUARD_CHAIN" -v -n -x | awk 'NR > 2 && ($3 == "REJECT" || $3 == "DROP") {print $1}'
+  done
 }
 
 cmd_down() {
@@ -425,7 +461,7 @@ kill_leftover_containers() {
   local pid pids=()
   for pid in /proc/[0-9]*; do
     pid="${pid#/proc/}"
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-address $CONTAINERD_SOCK"; then pids+=("$pid"); fi
+    if [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" == *"-address $CONTAINERD_SOCK"* ]]; then pids+=("$pid"); fi
   done
   if [[ -d /sys/fs/cgroup/pids/kubepods ]]; then
     mapfile -t -O "${#pids[@]}" pids < <(find /sys/fs/cgroup/pids/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null)
@@ -443,8 +479,8 @@ clean_host() {
   for mount in $(awk '{print $2}' /proc/mounts | grep -E "^($STATE_DIR|$RUN_DIR|/var/lib/kubelet)/" | sort -r); do
     umount -l "$mount" 2>/dev/null || true
   done
-  ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
-  ip addr show dev lo | grep -q "inet $NODE_IP/32" && ip addr del "$NODE_IP/32" dev lo
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
+  if [[ "$(ip addr show dev lo)" == *"inet $NODE_IP/32"* ]]; then ip addr del "$NODE_IP/32" dev lo; fi
   remove_chains
   remove_cgroups
   if [[ -f "$STATE_DIR/sysctls.saved" ]]; then
@@ -459,11 +495,13 @@ clean_host() {
 
 # iptables chains the kubelet and kube-proxy leave behind (KUBE-*: firewall, canaries), and the guard.
 remove_chains() {
-  local cmd table chain
+  local cmd table chain hook
   for cmd in iptables ip6tables; do
     command -v "$cmd" >/dev/null || continue
-    for chain in FORWARD OUTPUT; do
-      while "$cmd" -w -D "$chain" -j "$GUARD_CHAIN" 2>/dev/null; do :; done
+    for hook in "${GUARD_HOOKS[@]}" "filter OUTPUT"; do
+      read -r table chain <<<"$hook"
+      while "$cmd" -w -t "$table" -D "$chain" -j "$GUARD_CHAIN" 2>/dev/null; do :; done
+      "$cmd" -w -t "$table" -F "$GUARD_CHAIN" 2>/dev/null && "$cmd" -w -t "$table" -X "$GUARD_CHAIN" 2>/dev/null
     done
     for table in filter nat mangle; do
       # Drop rules that jump to a KUBE- chain from a built-in chain, then flush and delete the KUBE- chains.
@@ -478,7 +516,6 @@ remove_chains() {
         "$cmd" -w -t "$table" -X "$chain" 2>/dev/null || true
       done
     done
-    "$cmd" -w -F "$GUARD_CHAIN" 2>/dev/null && "$cmd" -w -X "$GUARD_CHAIN" 2>/dev/null || true
   done
 }
 

@@ -9,7 +9,7 @@ source scripts/cluster/config.sh
 export PATH="$K8S_BIN:$PATH" # kubectl of the cluster's own version
 started=$SECONDS
 brought_up=0
-if ! scripts/local-cluster.sh status 2>/dev/null | grep -q "kube-apiserver .*running"; then
+if [[ "$(scripts/local-cluster.sh status 2>/dev/null)" != *"kube-apiserver           running"* ]]; then
   echo "test-k8s: the local cluster is not up; starting it"
   scripts/local-cluster.sh up
   brought_up=1
