@@ -10,6 +10,7 @@ chart's default.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -73,12 +74,19 @@ def release(new_namespace: Callable[[str], Namespace], images: Images) -> Iterat
             time.sleep(1)
         out, err = install.communicate(timeout=60)
         assert install.returncode == 0, out + err  # helm fails the install when its hook Job fails
+        succeeded |= job_completed_event(ns)
         record_figure("defaults: helm install --wait --wait-for-jobs", time.monotonic() - started, "s")
         yield Release(ns, started, succeeded)
     finally:
         if install.poll() is None:
             install.kill()
         ns.helm("uninstall", RELEASE, "--wait", timeout=300)
+
+
+def job_completed_event(ns: Namespace) -> bool:
+    """The Job controller's "Completed" event outlives the Job that helm deletes as soon as it succeeds."""
+    events = ns.core.list_namespaced_event(ns.name, field_selector="involvedObject.kind=Job").items
+    return any(e.reason == "Completed" and "keyspace-init" in e.involved_object.name for e in events)
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +172,13 @@ def test_metrics_are_served_for_prometheus(service_url: str) -> None:
 
 
 def test_helm_test_passes(release: Release, service_url: str) -> None:
-    result = release.ns.helm("test", RELEASE, "--logs", "--timeout", "300s", timeout=360)
+    """The test pod exits 0 only when the Service answered "1" for its drawn digit. No --logs: helm v3 deletes a
+    hook-succeeded pod before it fetches the logs (helm/helm#9098) and then fails the command."""
+    result = release.ns.helm("test", RELEASE, "--timeout", "300s", timeout=360)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '"digit": 1' in result.stdout
+    assert re.search(
+        r"TEST SUITE:\s+mnist-service-test-predict\s.*Phase:\s+Succeeded", result.stdout, re.DOTALL
+    )
 
 
 def test_helm_uninstall_leaves_only_the_cassandra_volume_claims(release: Release, service_url: str) -> None:
