@@ -495,24 +495,26 @@ clean_host() {
 
 # iptables chains the kubelet and kube-proxy leave behind (KUBE-*: firewall, canaries), and the guard.
 remove_chains() {
-  local cmd table chain hook
+  local cmd table chain hook rules
   for cmd in iptables ip6tables; do
     command -v "$cmd" >/dev/null || continue
     for hook in "${GUARD_HOOKS[@]}" "filter OUTPUT"; do
       read -r table chain <<<"$hook"
       while "$cmd" -w -t "$table" -D "$chain" -j "$GUARD_CHAIN" 2>/dev/null; do :; done
-      "$cmd" -w -t "$table" -F "$GUARD_CHAIN" 2>/dev/null && "$cmd" -w -t "$table" -X "$GUARD_CHAIN" 2>/dev/null
     done
     for table in filter nat mangle; do
-      # Drop rules that jump to a KUBE- chain from a built-in chain, then flush and delete the KUBE- chains.
-      "$cmd" -w -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' |
-        while IFS= read -r rule; do
-          eval "$cmd -w -t $table ${rule/-A /-D }" 2>/dev/null || true # eval: -S quotes the rule's comments
-        done
-      for chain in $("$cmd" -w -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}'); do
+      "$cmd" -w -t "$table" -F "$GUARD_CHAIN" 2>/dev/null || true
+      "$cmd" -w -t "$table" -X "$GUARD_CHAIN" 2>/dev/null || true
+      # Drop the rules that jump from a built-in chain to a KUBE- chain, then flush and delete the KUBE- chains.
+      rules="$("$cmd" -w -t "$table" -S 2>/dev/null || true)"
+      while IFS= read -r rule; do
+        [[ "$rule" =~ ^-A\ [A-Z]+\ .*-j\ KUBE- && ! "$rule" =~ ^-A\ KUBE- ]] || continue
+        eval "$cmd -w -t $table ${rule/-A /-D }" 2>/dev/null || true # eval: -S quotes the rules' comments
+      done <<<"$rules"
+      for chain in $(awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}' <<<"$rules"); do
         "$cmd" -w -t "$table" -F "$chain" 2>/dev/null || true
       done
-      for chain in $("$cmd" -w -t "$table" -S 2>/dev/null | awk '$1 == "-N" && ($2 ~ /^KUBE-/) {print $2}'); do
+      for chain in $(awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}' <<<"$rules"); do
         "$cmd" -w -t "$table" -X "$chain" 2>/dev/null || true
       done
     done

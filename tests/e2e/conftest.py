@@ -65,7 +65,14 @@ class Images:
 
     @property
     def cassandra(self) -> list[str]:
-        return _image_sets("cassandra.image", self.cassandra_image) if self.cassandra_image else []
+        if not self.cassandra_image:
+            return []
+        # Imported into the node's containerd: never pulled (as ci/local-cassandra-values.yaml says).
+        return [
+            *_image_sets("cassandra.image", self.cassandra_image),
+            "--set",
+            "cassandra.image.pullPolicy=Never",
+        ]
 
 
 def _version() -> str:

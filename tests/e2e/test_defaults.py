@@ -172,8 +172,8 @@ def test_metrics_are_served_for_prometheus(service_url: str) -> None:
 
 
 def test_helm_test_passes(release: Release, service_url: str) -> None:
-    """The test pod exits 0 only when the Service answered "1" for its drawn digit. No --logs: helm v3 deletes a
-    hook-succeeded pod before it fetches the logs (helm/helm#9098) and then fails the command."""
+    """The test pod exits 0 only when the Service answered "1" for its drawn digit. No --logs: helm v3 deletes
+    a hook-succeeded pod before it fetches the logs (helm/helm#9098) and then fails the command."""
     result = release.ns.helm("test", RELEASE, "--timeout", "300s", timeout=360)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(
