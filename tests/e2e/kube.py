@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -175,3 +176,19 @@ def record_figure(name: str, value: float, unit: str, note: str = "") -> None:
     }
     FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\nFIGURE {name}: {value:.1f} {unit} {note}")
+
+
+def local_cluster_memory_mib() -> tuple[float, float]:
+    """(host processes, pods) memory of the local cluster in MiB: the RSS of etcd, the control plane,
+    containerd, kubelet and kube-proxy, and the working set of the kubepods cgroup (less inactive cache)."""
+    rss_kib = 0
+    for pid_file in Path("/run/mnist-cluster/pids").glob("*.pid"):
+        status = Path(f"/proc/{pid_file.read_text().strip()}/status")
+        if status.exists():
+            line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS:"))
+            rss_kib += int(line.split()[1])
+    cgroup = Path("/sys/fs/cgroup/memory/kubepods")
+    usage = int((cgroup / "memory.usage_in_bytes").read_text())
+    stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+    working_set = usage - int(stat.get("total_inactive_file", 0))
+    return rss_kib / 1024, working_set / 2**20

@@ -21,13 +21,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import Images
+from tests.e2e.conftest import LOCAL_CLUSTER, Images
 from tests.e2e.digits import drawn_one
 from tests.e2e.kube import (
     Namespace,
     assert_images_present,
     cql,
     helm_install_args,
+    local_cluster_memory_mib,
     pod_ready,
     record_figure,
     wait_rollout,
@@ -82,6 +83,10 @@ def production(new_namespace: Callable[[str], Namespace], images: Images) -> Ite
         )
         assert first.status_code == 200, first.text
         yield Production(ns, url, values)
+        if LOCAL_CLUSTER:
+            host, pods = local_cluster_memory_mib()
+            note = f"(control plane and node processes {host:.0f} MiB + pods {pods:.0f} MiB)"
+            record_figure("local cluster memory after the production-like tests", host + pods, "MiB", note)
     finally:
         if install.poll() is None:
             install.kill()
