@@ -126,6 +126,12 @@ guard_rules() { # guard_rules <table> <target>
   iptables -w -t "$table" -F "$GUARD_CHAIN"
   iptables -w -t "$table" -A "$GUARD_CHAIN" -o "$BRIDGE" -j RETURN
   iptables -w -t "$table" -A "$GUARD_CHAIN" -o lo -j RETURN
+  # What a stopped packet was, in the kernel log (dmesg | grep mnist-guard), before the rules below count it.
+  local range
+  for range in "-s $POD_CIDR" "-d $POD_CIDR" "-d $SERVICE_CIDR" "-s $NODE_IP"; do
+    # shellcheck disable=SC2086
+    iptables -w -t "$table" -A "$GUARD_CHAIN" $range -m limit --limit 20/min -j LOG --log-prefix "mnist-guard $table: "
+  done
   iptables -w -t "$table" -A "$GUARD_CHAIN" -s "$POD_CIDR" -j "$target" -m comment --comment "pod traffic leaving"
   iptables -w -t "$table" -A "$GUARD_CHAIN" -d "$POD_CIDR" -j "$target" -m comment --comment "pod range off the bridge"
   iptables -w -t "$table" -A "$GUARD_CHAIN" -d "$SERVICE_CIDR" -j "$target" -m comment --comment "untranslated Service"
@@ -415,7 +421,7 @@ cmd_status() {
     kubectl get pods -A -o wide
   fi
   local table
-  echo "containment guard ($GUARD_CHAIN): packets stopped per rule"
+  echo "containment guard ($GUARD_CHAIN): packets stopped per rule (what they were: dmesg | grep mnist-guard)"
   for table in filter mangle; do
     iptables -w -t "$table" -L "$GUARD_CHAIN" -v -n -x 2>/dev/null |
       awk -v t="$table" 'NR > 2 && ($3 == "REJECT" || $3 == "DROP") {
