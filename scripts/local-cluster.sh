@@ -113,6 +113,15 @@ setup_network() {
   [[ -e /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null || true
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
   [[ "$(ip addr show dev lo)" == *"inet $NODE_IP/32"* ]] || ip addr add "$NODE_IP/32" dev lo
+  # The bridge exists before the first pod (the CNI plugin adopts it), so the Service range can be routed onto
+  # it: a Service address kube-proxy does not translate (a Service without endpoints, which kube-proxy itself
+  # rejects) then stays on the bridge instead of following the default route off the machine.
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$POD_GATEWAY/${POD_CIDR#*/}" dev "$BRIDGE"
+  fi
+  ip link set "$BRIDGE" up
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$POD_GATEWAY"
   install_guard
 }
 
