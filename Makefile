@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install run serve test lint format bench train evaluate manifests image image-trainer image-test cassandra-image tools \
-        cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean
+        cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean \
+        cluster-build cluster-up cluster-down cluster-status test-k8s
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -27,6 +28,7 @@ test: install ## Lint, then every test (starts real gunicorn, Cassandra, Prometh
 	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) test-cluster
+	$(MAKE) test-k8s
 
 lint: install ## ruff (lint + format check) and mypy on service/
 	$(BIN)/ruff check service tests scripts
@@ -80,8 +82,23 @@ cassandra-image: ## Build localhost/mnist-cassandra:<version> (the official imag
 image-test: install ## Build the image, run it read-only, predict, /metrics, SIGTERM (part of `make test`)
 	$(BIN)/pytest tests/test_image.py
 
-e2e: install ## End-to-end test on the cluster KUBECONFIG points at
-	$(BIN)/pytest tests/e2e
+e2e: install ## End-to-end test on the cluster KUBECONFIG points at (kind, minikube, ...; see k8s/README.md)
+	$(BIN)/pytest -m k8s tests/e2e $(PYTEST_ARGS)
+
+cluster-build: ## Build (or reuse) the local cluster's pinned binaries, cached in ~/.cache/mnist-service
+	scripts/local-cluster.sh build
+
+cluster-up: ## Start the local single-node Kubernetes (root); kubeconfig in var/kubeconfig
+	scripts/local-cluster.sh up
+
+cluster-down: ## Stop the local cluster and restore the host
+	scripts/local-cluster.sh down
+
+cluster-status: ## Processes, node, pods and the containment guard's counters of the local cluster
+	scripts/local-cluster.sh status
+
+test-k8s: install tools ## The e2e suite on the local cluster (brought up, and down again, if it was not up)
+	scripts/test-k8s.sh $(PYTEST_ARGS)
 
 clean: ## Remove caches and build output (keeps .venv and downloads)
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache test-output
