@@ -1,4 +1,4 @@
-"""One way to wait in a test: poll a condition until it holds or a deadline passes, then say what never happened."""
+"""One way to wait in a test: poll a condition until it holds or a deadline passes, else say what failed."""
 
 from __future__ import annotations
 
