@@ -171,7 +171,7 @@ def _apply_with_retries(
             )
         except SCHEMA_RETRYABLE as exc:
             left = deadline - time.monotonic()
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = _reason(exc) if isinstance(exc, NoHostAvailable) else f"{type(exc).__name__}: {exc}"
             if left <= 0:
                 raise DbError(
                     f"schema init of keyspace {config.keyspace} did not succeed within {timeout_s:.0f}s "
