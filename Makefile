@@ -10,7 +10,7 @@ TALLY := $(abspath test-output/tally)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run serve test test-setup lint format bench train evaluate manifests image image-test tools \
-        cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean
+        soak cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ format: install ## Apply ruff's formatting and safe fixes
 
 bench: install ## Load-test the real server with wrk and write BENCHMARKS.md
 	$(BIN)/python scripts/bench.py
+
+soak: install ## 30 min on Cassandra at half of capacity, every record checked; the Soak block of BENCHMARKS.md (not in CI)
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 train: install ## Train both models into models/ (see README for the exact commands)
 	$(BIN)/mnist train --model softmax

@@ -38,6 +38,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_blocks import kept_blocks  # noqa: E402
+
 from service.artifacts import latest  # noqa: E402
 from service.data import load_mnist  # noqa: E402
 from service.runtime import TFLiteModel  # noqa: E402
@@ -857,7 +859,7 @@ def main() -> None:
     log(f"write path: {report.writes}")
 
     report.loadavg_after = Path("/proc/loadavg").read_text().split()[:3]
-    args.out.write_text(render(report))
+    args.out.write_text(render(report) + kept_blocks(args.out))  # the soak's block stays
     log(f"wrote {args.out}")
     shutil.rmtree(tmp, ignore_errors=True)
 
