@@ -52,7 +52,7 @@ bench: install ## Load-test the real server with wrk and write BENCHMARKS.md
 soak: install ## 30 min on Cassandra at half of capacity, every record checked; the Soak block of BENCHMARKS.md (not in CI)
 	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
-train: install ## Train both models into models/ (see README for the exact commands)
+train: install ## Train both models into models/ (see docs/models.md for the exact commands)
 	$(BIN)/mnist train --model softmax
 	$(BIN)/mnist train --model cnn
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from service.store.base import PredictionRecord
-from service.store.cassandra import CassandraStore
-from service.store.cassandra_url import parse_url
+from service.store.cassandra.store import CassandraStore
+from service.store.cassandra.url import parse_url
 
 
 def records(n: int) -> list[PredictionRecord]:

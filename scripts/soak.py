@@ -5,7 +5,8 @@ deleted afterwards), `mnist db init`, and `mnist serve` with that store; measure
 (closed loop, PNG uploads of MNIST test digits to /predict), then sends the same uploads open loop at half of
 it for --duration, with a progress line a minute (rate, errors, p50/p99, resident memory, open files). After
 SIGTERM (the server drains its write queue) it reads every answered id back from Cassandra. Writes the
-"Soak" block of BENCHMARKS.md (which `make bench` keeps) and exits 1 when a check fails.
+"Soak" block of BENCHMARKS.md, under "Measured by other scripts" (which `make bench` keeps), and exits 1
+when a check fails.
 
     .venv/bin/python scripts/soak.py --duration 1800     # make soak
 """
@@ -16,6 +17,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -37,13 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench  # noqa: E402  (scripts/bench.py: server start, wrk runs, /proc figures)
-from bench_blocks import replace_block  # noqa: E402
 from cassandra.cluster import Cluster  # noqa: E402
 from cassandra.concurrent import execute_concurrent_with_args  # noqa: E402
 
 from service.settings import Settings  # noqa: E402
-from service.store.cassandra_session import make_cluster  # noqa: E402
-from service.store.cassandra_url import parse_url  # noqa: E402
+from service.store.cassandra.session import make_cluster  # noqa: E402
+from service.store.cassandra.url import parse_url  # noqa: E402
 
 CASSANDRA = ROOT / "scripts" / "cassandra.sh"
 STATE = ROOT / "var" / "soak-cassandra"
@@ -55,6 +56,8 @@ PROBE_CONCURRENCY = 32
 RSS_GROWTH_MAX = 0.10
 RSS_SLACK_BYTES = 16 * 1024 * 1024
 FD_GROWTH_MAX = 8
+# The block in BENCHMARKS.md this script owns; it sits in the part `make bench` keeps (after BY_HAND).
+BLOCK_START, BLOCK_END = "<!-- soak: scripts/soak.py -->", "<!-- /soak -->"
 
 
 def log(message: str) -> None:
@@ -325,11 +328,23 @@ def main() -> int:
         loadavg=(loadavg_before, Path("/proc/loadavg").read_text().split()[:3]),
     )
     if args.report:
-        replace_block(args.out, "soak", body)
+        replace_block(args.out, body)
         log(f"wrote the soak block of {args.out}")
     else:
         print(body)
     return 0 if all(checks.values()) else 1
+
+
+def replace_block(path: Path, body: str) -> None:
+    """Put `body` between the soak markers of BENCHMARKS.md, in place of the last run's, else at the end."""
+    block = f"{BLOCK_START}\n{body.rstrip()}\n{BLOCK_END}\n"
+    text = path.read_text() if path.is_file() else ""
+    pattern = re.compile(rf"{re.escape(BLOCK_START)}\n.*?{re.escape(BLOCK_END)}\n", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
 
 
 def render(args: argparse.Namespace, **r: Any) -> str:
@@ -344,9 +359,9 @@ def render(args: argparse.Namespace, **r: Any) -> str:
         )
 
     lines = [
-        "## Soak (Cassandra, half of capacity)",
+        "### Soak (Cassandra, half of capacity)",
         "",
-        "Written by `make soak` (scripts/soak.py), not by `make bench`, which keeps this block.",
+        "Written by `make soak` (scripts/soak.py); `make bench` keeps it.",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; commit {bench.git_commit()}",
         f"- Machine: {bench.machine()}; load average before: {' '.join(before)}, after: {' '.join(after)}",

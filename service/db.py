@@ -16,10 +16,10 @@ from typing import Any
 from cassandra import AuthenticationFailed, DriverException
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
-from service.store import cassandra_schema
-from service.store.cassandra_ready import RETRYABLE, backoff_s, shortfall
-from service.store.cassandra_session import make_cluster
-from service.store.cassandra_url import CassandraConfig, Replication
+from service.store.cassandra import schema as cassandra_schema
+from service.store.cassandra.ready import RETRYABLE, backoff_s, shortfall
+from service.store.cassandra.session import make_cluster
+from service.store.cassandra.url import CassandraConfig, Replication
 
 COUNTED_TABLES = ("predictions", "labels", "history_hours")
 REPLICA_POLL_S = 1.0

@@ -26,8 +26,8 @@ from cassandra.policies import WhiteListRoundRobinPolicy
 from cassandra.query import SimpleStatement
 
 from service.store.base import PredictionRecord
-from service.store.cassandra import CassandraStore
-from service.store.cassandra_url import CassandraConfig, parse_url
+from service.store.cassandra.store import CassandraStore
+from service.store.cassandra.url import CassandraConfig, parse_url
 from tests.conftest import ROOT, missing
 from tests.fixtures.cassandra import port_open, run_script, unique_keyspace
 

@@ -19,8 +19,8 @@ from cassandra import ConsistencyLevel
 from service.errors import StoreUnavailable
 from service.settings import Settings
 from service.store.base import PredictionRecord
-from service.store.cassandra import CassandraStore
-from service.store.cassandra_url import BadStoreUrl, CassandraConfig, Replication, parse_url
+from service.store.cassandra.store import CassandraStore
+from service.store.cassandra.url import BadStoreUrl, CassandraConfig, Replication, parse_url
 from service.store.factory import open_store
 from service.store.spool import Spool, decode, encode
 from tests.conftest import free_port, missing

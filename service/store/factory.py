@@ -35,8 +35,8 @@ def open_store(settings: Settings) -> Store:
 
         return SqliteStore(sqlite_path(url))
     if scheme == "cassandra":
-        from service.store.cassandra import CassandraStore
-        from service.store.cassandra_url import BadStoreUrl, CassandraConfig
+        from service.store.cassandra.store import CassandraStore
+        from service.store.cassandra.url import BadStoreUrl, CassandraConfig
 
         try:
             config = CassandraConfig.from_settings(settings)

@@ -14,7 +14,7 @@ from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavaila
 from cassandra.cluster import Cluster, NoHostAvailable
 from cassandra.metadata import NetworkTopologyStrategy, SimpleStrategy
 
-from service.store.cassandra_url import Replication
+from service.store.cassandra.url import Replication
 
 # A cluster that is still forming answers these; each goes away once nodes have joined and agree.
 RETRYABLE: tuple[type[BaseException], ...] = (

@@ -18,7 +18,7 @@ from cassandra import ConsistencyLevel
 from cassandra.cluster import Session
 from cassandra.query import SimpleStatement
 
-from service.store.cassandra_url import Replication
+from service.store.cassandra.url import Replication
 
 SCHEMA_VERSION = 1
 COMPONENT = "mnist-service"
@@ -39,7 +39,7 @@ class SchemaDisagreement(SchemaError):
 
 def cql_text() -> str:
     """schema.cql as shipped in the package."""
-    return files("service.store").joinpath("schema.cql").read_text()
+    return files("service.store.cassandra").joinpath("schema.cql").read_text()
 
 
 def table_id(keyspace: str, table: str) -> uuid.UUID:

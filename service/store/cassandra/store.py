@@ -34,10 +34,10 @@ from cassandra.query import UNSET_VALUE, PreparedStatement
 
 from service import metrics
 from service.errors import StoreUnavailable
-from service.store import cassandra_schema
 from service.store.base import PredictionRecord
-from service.store.cassandra_session import make_cluster
-from service.store.cassandra_url import CassandraConfig
+from service.store.cassandra import schema as cassandra_schema
+from service.store.cassandra.session import make_cluster
+from service.store.cassandra.url import CassandraConfig
 from service.store.spool import Spool
 
 log = logging.getLogger(__name__)
