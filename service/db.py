@@ -17,7 +17,7 @@ from cassandra import AuthenticationFailed, DriverException
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from service.store.cassandra import schema as cassandra_schema
-from service.store.cassandra.ready import RETRYABLE, backoff_s, shortfall
+from service.store.cassandra.ready import RETRYABLE, backoff_s, local_dc, shortfall
 from service.store.cassandra.session import make_cluster
 from service.store.cassandra.url import CassandraConfig, Replication
 
@@ -130,11 +130,11 @@ def wait_for_replicas(
 ) -> None:
     """Until every token range has the live replicas the write consistency needs (nodes may still join)."""
     started = time.monotonic()
-    local_dc = config.dc or _local_dc(session)
+    dc = config.dc or local_dc(session)
     said, said_at = "", 0.0
     while True:
         cluster.refresh_nodes(force_token_rebuild=True)  # do not wait for the driver's debounced events
-        missing = shortfall(cluster, replication, config.write_consistency, local_dc)
+        missing = shortfall(cluster, replication, config.write_consistency, dc)
         now = time.monotonic()
         if missing is None:
             up = sorted(str(h.address) for h in cluster.metadata.all_hosts() if h.is_up)
@@ -146,11 +146,6 @@ def wait_for_replicas(
             progress(f"waiting for replicas ({now - started:.0f}s, {timeout_s:.0f}s allowed): {missing}")
             said, said_at = missing, now
         time.sleep(min(REPLICA_POLL_S, max(0.0, deadline - now)))
-
-
-def _local_dc(session: Session) -> str | None:
-    row = session.execute("SELECT data_center FROM system.local").one()
-    return None if row is None else str(row.data_center)
 
 
 def _apply_with_retries(

@@ -106,18 +106,36 @@ def fresh_clusters() -> Iterator[FreshClusters]:
     shutil.rmtree(STATE, ignore_errors=True)
 
 
-def test_init_started_while_nodes_2_and_3_are_still_joining_succeeds(
-    fresh_clusters: FreshClusters, capsys: pytest.CaptureFixture[str]
+def test_init_and_the_store_started_while_nodes_2_and_3_are_still_joining_succeed(
+    fresh_clusters: FreshClusters,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     seconds = fresh_clusters.start("cluster-start")
-    init = db_init("joining")
-    with capsys.disabled():
-        print(f"\nnode 1 up in {seconds:.0f}s; db init while 2 and 3 joined took its own course:")
-        print("\n".join(f"  {line}" for line in init.stderr.splitlines()))
-    assert init.returncode == 0, init.stderr
-    # It did meet the race: node 1 alone cannot take a LOCAL_QUORUM write at RF 3.
-    assert "waiting for replicas" in init.stderr and "needs 2 live replicas" in init.stderr
-    assert "schema version 1 ready in keyspace joining" in init.stderr
+    # The service's own first connection, at the same moment: it creates its keyspace (RF 3) itself.
+    config = replace(
+        parse_url(f"cassandra://{','.join(HOSTS)}:{PORT}/joining_store?replication=3"),
+        spool_dir=tmp_path / "spool",
+    )
+    store = CassandraStore(config)
+    try:
+        early = records(20, datetime(2026, 6, 2, 9, tzinfo=UTC))
+        store.record_many(early)  # answered while the cluster forms: kept in the spool
+        init = db_init("joining")
+        with capsys.disabled():
+            print(f"\nnode 1 up in {seconds:.0f}s; db init while 2 and 3 joined took its own course:")
+            print("\n".join(f"  {line}" for line in init.stderr.splitlines()))
+        assert init.returncode == 0, init.stderr
+        # It did meet the race: node 1 alone cannot take a LOCAL_QUORUM write at RF 3.
+        assert "waiting for replicas" in init.stderr and "needs 2 live replicas" in init.stderr
+        assert "schema version 1 ready in keyspace joining" in init.stderr
+        assert store.wait_for_replay(180), store.last_error
+        assert all(store.get(r.id) == r for r in early)
+        waited = [r.getMessage() for r in caplog.records if "waiting to create it" in r.getMessage()]
+        assert waited, "the store never had to wait: the race this test is about did not happen"
+    finally:
+        store.close()
     run_script("cluster-up", state=STATE)  # now the whole ring: every node has the schema and the row
     for host in HOSTS:
         with fresh_clusters.coordinated_by(host) as driver:

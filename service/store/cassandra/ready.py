@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
-from cassandra.cluster import Cluster, NoHostAvailable
+from cassandra.cluster import Cluster, NoHostAvailable, Session
 from cassandra.metadata import NetworkTopologyStrategy, SimpleStrategy
 
 from service.store.cassandra.url import Replication
@@ -27,6 +27,16 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 ANY_DC = "*"
 _ONE_LIKE = {ConsistencyLevel.ANY, ConsistencyLevel.ONE, ConsistencyLevel.LOCAL_ONE}
 _LOCAL = {ConsistencyLevel.LOCAL_ONE, ConsistencyLevel.LOCAL_QUORUM, ConsistencyLevel.LOCAL_SERIAL}
+
+
+class ReplicasMissing(RuntimeError):
+    """Too few live replicas for the keyspace's writes yet (the message says which); worth waiting for."""
+
+
+def local_dc(session: Session) -> str | None:
+    """The datacenter of the node the session asked (its coordinator's, for LOCAL_* consistency)."""
+    row = session.execute("SELECT data_center FROM system.local").one()
+    return None if row is None else str(row.data_center)
 
 
 def backoff_s(attempt: int, cap: float = 5.0) -> float:

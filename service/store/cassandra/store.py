@@ -35,6 +35,7 @@ from cassandra.query import UNSET_VALUE, PreparedStatement
 from service import metrics
 from service.errors import StoreUnavailable
 from service.store.base import PredictionRecord
+from service.store.cassandra import ready
 from service.store.cassandra import schema as cassandra_schema
 from service.store.cassandra.session import make_cluster
 from service.store.cassandra.url import CassandraConfig
@@ -49,6 +50,14 @@ ORPHAN_SCAN_INTERVAL_S = 30.0
 HOURS_REMEMBERED = 256
 # Errors that mean "Cassandra cannot answer now" (down, overloaded, timing out, partitioned).
 OUTAGE_ERRORS = (DriverException, NoHostAvailable, ConnectionException)
+
+# Connecting to a cluster that is still forming (too few replicas alive for the keyspace it would create,
+# nodes not yet agreeing on the schema) is an outage like any other: retried with backoff, logged on change.
+CONNECT_RETRYABLE: tuple[type[BaseException], ...] = (
+    *OUTAGE_ERRORS,
+    ready.ReplicasMissing,
+    cassandra_schema.SchemaDisagreement,
+)
 
 COLUMNS = (
     "id, created, model, version, digit, confidence, probabilities, pixels, latency_ms, image, image_type,"
@@ -178,7 +187,7 @@ class CassandraStore:
         self._wake = threading.Event()
         try:
             self._connect()
-        except OUTAGE_ERRORS as exc:
+        except CONNECT_RETRYABLE as exc:
             self._outage("connect", exc)
         except (StoreUnavailable, cassandra_schema.SchemaError) as exc:  # no usable schema: keep spooling
             log.error("%s", exc)
@@ -202,12 +211,29 @@ class CassandraStore:
                         raise StoreUnavailable(
                             f"keyspace {self.config.keyspace} has no schema: run `mnist db init` first"
                         )
+                    # A cluster still forming cannot take the keyspace's writes yet: retried until it can.
+                    missing = ready.shortfall(
+                        cluster,
+                        self.config.replication,
+                        self.config.write_consistency,
+                        self.config.dc or ready.local_dc(session),
+                    )
+                    if missing is not None:
+                        raise ready.ReplicasMissing(
+                            f"keyspace {self.config.keyspace} has no schema yet; waiting to create it: "
+                            f"{missing}"
+                        )
                     log.warning(
                         "keyspace %s has no schema yet: creating it (replication %s) as `mnist db init` does",
                         self.config.keyspace,
                         self.config.replication.cql(),
                     )
-                    cassandra_schema.apply(session, self.config.keyspace, self.config.replication)
+                    cassandra_schema.apply(
+                        session,
+                        self.config.keyspace,
+                        self.config.replication,
+                        consistency=self.config.write_consistency,
+                    )
                 stmts = Statements(session, self.config)
             except BaseException:
                 cluster.shutdown()
@@ -353,7 +379,7 @@ class CassandraStore:
                 try:
                     self._connect()
                     failures = 0
-                except OUTAGE_ERRORS as exc:
+                except CONNECT_RETRYABLE as exc:
                     self._outage("connect", exc)
                     failures += 1
                     self._stop.wait(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1])
