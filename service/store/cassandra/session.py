@@ -21,6 +21,40 @@ from cassandra.policies import (
 from service.store.cassandra.url import CassandraConfig
 
 
+class TlsSetupError(ValueError):
+    """A TLS file cannot be used (missing, unreadable, not PEM, wrong passphrase); the message says which.
+
+    Raised before any connection: retrying cannot help, and the message never quotes a file's content.
+    """
+
+
+def tls_context(config: CassandraConfig) -> ssl.SSLContext:
+    """Verify the nodes against the CA bundle (else the system's); present the client certificate if set."""
+    try:
+        context = ssl.create_default_context(cafile=str(config.tls_ca) if config.tls_ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(
+            f"the CA bundle {config.tls_ca} (MNIST_CASSANDRA_TLS_CA, URL tls_ca) cannot be used: {_why(exc)}"
+        ) from None
+    if config.tls_cert is not None:
+        try:
+            context.load_cert_chain(config.tls_cert, config.tls_key, password=config.tls_key_password)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSetupError(
+                f"the client certificate {config.tls_cert} with key {config.tls_key} "
+                f"(MNIST_CASSANDRA_TLS_CERT / _KEY / _KEY_PASSWORD, URL tls_cert / tls_key) cannot be used: "
+                f"{_why(exc)}"
+            ) from None
+    return context
+
+
+def _why(exc: OSError) -> str:
+    # The OpenSSL reason (e.g. KEY_VALUES_MISMATCH, BAD_DECRYPT) or the errno text; never the file's content.
+    if isinstance(exc, ssl.SSLError):
+        return f"{exc.library or 'SSL'} {exc.reason or exc}"
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
 def make_cluster(config: CassandraConfig) -> Cluster:
     """A driver Cluster: token-aware DC-aware routing, the driver's retry and reconnection policies."""
     profile = ExecutionProfile(
@@ -30,9 +64,7 @@ def make_cluster(config: CassandraConfig) -> Cluster:
         consistency_level=config.read_consistency,
         request_timeout=config.timeout_s,
     )
-    ssl_context = None
-    if config.tls:
-        ssl_context = ssl.create_default_context(cafile=str(config.tls_ca) if config.tls_ca else None)
+    ssl_context = tls_context(config) if config.tls else None
     auth = PlainTextAuthProvider(config.username, config.password or "") if config.username else None
     return Cluster(
         contact_points=list(config.hosts),
