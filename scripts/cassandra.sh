@@ -3,7 +3,8 @@
 # through mvn (cached in ~/.m2), the JVM is the installed Java 17, config is written here.
 #
 #   scripts/cassandra.sh up             one node on 127.0.0.1:9042 (PasswordAuthenticator, cassandra/cassandra;
-#                                       TLS optional, CA in $CASSANDRA_STATE/tls/ca.pem)
+#                                       TLS optional, CA in $CASSANDRA_STATE/tls/ca.pem, a client certificate
+#                                       it signed in tls/client.pem + tls/client.key)
 #   scripts/cassandra.sh down           stop it (SIGTERM: Cassandra drains, then exits)
 #   scripts/cassandra.sh kill           SIGKILL it (for fault tests; `up` restarts on the same data)
 #   scripts/cassandra.sh cluster-up     three nodes on 127.0.0.1, 127.0.0.2, 127.0.0.3 (same port); returns
@@ -17,7 +18,8 @@
 # Environment: CASSANDRA_VERSION (5.0.9), CASSANDRA_STATE (./var/cassandra), CASSANDRA_HEAP (1G; 512M per
 # cluster node), CASSANDRA_PORT (CQL, 9042), CASSANDRA_STORAGE_PORT (between nodes, 7000),
 # CASSANDRA_COMMITLOG_SYNC (batch; periodic is faster but loses acknowledged writes on a crash),
-# CASSANDRA_START_TIMEOUT (180 s), CASSANDRA_JMX_PORT (7199: cluster node N listens on 127.0.0.1:7199+N
+# CASSANDRA_CLIENT_AUTH (empty; `required`: the node takes TLS connections only, each with a client
+# certificate signed by the CA), CASSANDRA_START_TIMEOUT (180 s), CASSANDRA_JMX_PORT (7199: cluster node N listens on 127.0.0.1:7199+N
 # for nodetool).
 set -euo pipefail
 
@@ -30,6 +32,11 @@ STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 COMMITLOG_SYNC="${CASSANDRA_COMMITLOG_SYNC:-batch}"
 START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 JMX_PORT="${CASSANDRA_JMX_PORT:-7199}"
+CLIENT_AUTH="${CASSANDRA_CLIENT_AUTH:-}"
+[[ -z "$CLIENT_AUTH" || "$CLIENT_AUTH" == required ]] || {
+  echo "cassandra: error: CASSANDRA_CLIENT_AUTH=$CLIENT_AUTH: use required, or leave it empty" >&2
+  exit 2
+}
 DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 CLASSPATH_FILE="$CACHE/cassandra-$VERSION.classpath"
 
@@ -86,10 +93,18 @@ classpath_complete() {
 # node_dir N -> the folder holding node N's config, data, logs and pid ("single" for the one-node setup).
 node_dir() { echo "$STATE/$1"; }
 
-# TLS for clients (optional: the port takes TLS and plaintext connections alike). One CA per state folder,
-# `$STATE/tls/ca.pem` for clients (MNIST_CASSANDRA_TLS_CA); a node certificate valid for 127.0.0.1-3.
+# TLS for clients (optional: the port takes TLS and plaintext connections alike, unless CASSANDRA_CLIENT_AUTH
+# is required). One CA per state folder, `$STATE/tls/ca.pem` for clients (MNIST_CASSANDRA_TLS_CA); a node
+# certificate valid for 127.0.0.1-3; a client certificate (MNIST_CASSANDRA_TLS_CERT / _KEY) and the
+# truststore with the CA that the node checks client certificates against.
 ensure_tls() {
   local tls="$STATE/tls"
+  ensure_node_tls "$tls"
+  ensure_client_tls "$tls"
+}
+
+ensure_node_tls() {
+  local tls="$1"
   [[ -s "$tls/node.p12" && -s "$tls/ca.pem" ]] && return
   command -v openssl >/dev/null || die "openssl is not installed (apt-get install openssl)"
   mkdir -p "$tls"
@@ -102,6 +117,32 @@ ensure_tls() {
     -extfile "$tls/san.ext" -out "$tls/node.pem" 2>/dev/null
   openssl pkcs12 -export -in "$tls/node.pem" -inkey "$tls/node.key" -certfile "$tls/ca.pem" -name cassandra \
     -passout pass:cassandra -out "$tls/node.p12"
+}
+
+ensure_client_tls() {
+  local tls="$1"
+  [[ -s "$tls/client.pem" && -s "$tls/client.key" && -s "$tls/truststore.p12" ]] && return
+  command -v keytool >/dev/null || die "keytool is not installed (it comes with openjdk-17-jre-headless)"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mnist-service" \
+    -keyout "$tls/client.key" -out "$tls/client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$tls/client.ext"
+  openssl x509 -req -in "$tls/client.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$tls/client.ext" -out "$tls/client.pem" 2>/dev/null
+  chmod 600 "$tls/client.key"
+  rm -f "$tls/truststore.p12"
+  keytool -importcert -noprompt -alias mnist-dev-ca -file "$tls/ca.pem" -keystore "$tls/truststore.p12" \
+    -storetype PKCS12 -storepass cassandra >/dev/null 2>&1
+}
+
+# client_encryption_options: TLS optional for everyone, or (CASSANDRA_CLIENT_AUTH=required) TLS only, with a
+# client certificate the CA signed.
+client_encryption() {
+  if [[ "$CLIENT_AUTH" == required ]]; then
+    printf '  optional: false\n  require_client_auth: true\n  truststore: %s\n  truststore_password: cassandra\n' \
+      "$STATE/tls/truststore.p12"
+  else
+    printf '  optional: true\n'
+  fi
 }
 
 # write_config DIR ADDRESS SEEDS CLUSTER_NAME INITIAL_TOKEN AUTHENTICATOR
@@ -126,7 +167,7 @@ storage_port: $STORAGE_PORT
 start_native_transport: true
 client_encryption_options:
   enabled: true
-  optional: true
+$(client_encryption)
   keystore: $STATE/tls/node.p12
   keystore_password: cassandra
   store_type: PKCS12

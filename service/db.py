@@ -18,7 +18,7 @@ from cassandra.cluster import Cluster, NoHostAvailable, Session
 
 from service.store.cassandra import schema as cassandra_schema
 from service.store.cassandra.ready import RETRYABLE, backoff_s, local_dc, shortfall
-from service.store.cassandra.session import make_cluster
+from service.store.cassandra.session import TlsSetupError, make_cluster, tls_refusal
 from service.store.cassandra.url import CassandraConfig, Replication
 
 COUNTED_TABLES = ("predictions", "labels", "history_hours")
@@ -67,7 +67,10 @@ def connect(
     attempt = 0
     while True:
         attempt += 1
-        cluster = make_cluster(config)
+        try:
+            cluster = make_cluster(config)
+        except TlsSetupError as exc:
+            raise DbError(str(exc)) from None
         try:
             return cluster, cluster.connect()
         except NoHostAvailable as exc:
@@ -77,6 +80,9 @@ def connect(
                     f"Cassandra at {config.endpoint} refused the credentials: check the user and password "
                     "(URL or MNIST_CASSANDRA_USERNAME / MNIST_CASSANDRA_PASSWORD)"
                 ) from exc
+            refusal = tls_refusal(exc, config)
+            if refusal is not None:
+                raise DbError(refusal) from exc
             waited = time.monotonic() - started
             if waited >= timeout_s:
                 raise DbError(

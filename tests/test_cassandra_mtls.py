@@ -158,6 +158,22 @@ def test_a_client_certificate_from_a_foreign_ca_is_refused_with_a_clear_error(
     assert "waiting for Cassandra" not in output and "Traceback" not in output
 
 
+def test_a_node_certificate_from_a_ca_this_client_does_not_trust_is_named(
+    mtls_node: CassandraNode, foreign: tuple[Path, Path]
+) -> None:
+    files = tls_files(mtls_node)
+    other_ca = foreign[0].parent / "ca.pem"
+    url = (
+        plain_url(mtls_node, "mtls_ca")
+        + f"?tls_ca={other_ca}&tls_cert={files['cert']}&tls_key={files['key']}"
+    )
+    code, output = mnist("db", "init", "--url", url, "--timeout", "120")
+    assert code == 1, output
+    assert "this client does not trust the TLS certificate of Cassandra" in output
+    assert f"the CA bundle {other_ca}" in output and "CERTIFICATE_VERIFY_FAILED" in output
+    assert "waiting for Cassandra" not in output
+
+
 def test_unusable_tls_files_are_named_before_any_connection(
     tmp_path: Path, foreign: tuple[Path, Path], mtls_node: CassandraNode
 ) -> None:

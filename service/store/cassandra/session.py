@@ -10,7 +10,7 @@ import ssl
 
 from cassandra import ProtocolVersion
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
@@ -53,6 +53,43 @@ def _why(exc: OSError) -> str:
     if isinstance(exc, ssl.SSLError):
         return f"{exc.library or 'SSL'} {exc.reason or exc}"
     return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def tls_refusal(exc: NoHostAvailable, config: CassandraConfig) -> str | None:
+    """What went wrong when TLS itself failed (no client certificate, one the nodes do not trust, a node
+    certificate this client does not trust); None when no host failed in TLS. Such a failure does not pass
+    with time, so callers stop retrying and say this."""
+    # The driver passes handshake errors on as they are, or inside an OSError of its own that quotes them.
+    failures = [e for e in exc.errors.values() if isinstance(e, ssl.SSLError) or "[SSL:" in str(e)]
+    if not failures:
+        return None
+    reason = "; ".join(sorted({_tls_reason(e) for e in failures}))
+    where = f"Cassandra at {config.endpoint}"
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return (
+            f"this client does not trust the TLS certificate of {where}: it is not signed by "
+            f"{f'the CA bundle {config.tls_ca}' if config.tls_ca else 'a CA of the system'} "
+            f"(MNIST_CASSANDRA_TLS_CA, URL tls_ca) ({reason})"
+        )
+    if "WRONG_VERSION_NUMBER" in reason:
+        return f"{where} does not answer TLS on this port: drop tls / tls_ca, or use its TLS port ({reason})"
+    if config.tls_cert is None:
+        return (
+            f"{where} refused this client's TLS connection: it requires a client certificate; set "
+            f"MNIST_CASSANDRA_TLS_CERT and MNIST_CASSANDRA_TLS_KEY (URL tls_cert and tls_key) to one its CA "
+            f"signed ({reason})"
+        )
+    return (
+        f"{where} refused this client's TLS connection with the client certificate {config.tls_cert}: is it "
+        f"signed by a CA the nodes trust, and valid today? ({reason})"
+    )
+
+
+def _tls_reason(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    text = str(exc)
+    return text[text.find("[SSL:") :] if "[SSL:" in text else text
 
 
 def make_cluster(config: CassandraConfig) -> Cluster:

@@ -37,7 +37,7 @@ from service.errors import StoreUnavailable
 from service.store.base import PredictionRecord
 from service.store.cassandra import ready
 from service.store.cassandra import schema as cassandra_schema
-from service.store.cassandra.session import make_cluster
+from service.store.cassandra.session import make_cluster, tls_refusal
 from service.store.cassandra.url import CassandraConfig
 from service.store.spool import Spool
 
@@ -244,7 +244,8 @@ class CassandraStore:
 
     def _outage(self, operation: str, exc: BaseException) -> None:
         metrics.STORE_ERRORS.labels(backend=self.backend, operation=operation).inc()
-        message = f"{type(exc).__name__}: {exc}"
+        refusal = tls_refusal(exc, self.config) if isinstance(exc, NoHostAvailable) else None
+        message = refusal or f"{type(exc).__name__}: {exc}"
         if message != self.last_error:
             log.warning("Cassandra %s failed (%s): %s", operation, self.config.endpoint, message)
         self.last_error = message
