@@ -123,8 +123,8 @@ def test_the_right_client_certificate_connects(mtls_node: CassandraNode, tmp_pat
     try:
         assert store.config.tls_cert == files["cert"]
         rec = PredictionRecord(
-            id=uuid.uuid4(), created=datetime(2026, 6, 3, 12, tzinfo=UTC), model="cnn", version="1", digit=3, confidence=0.9,
-            probabilities=tuple([0.9] + [0.1 / 9] * 9), pixels=bytes(784), latency_ms=1.0,
+            id=uuid.uuid4(), created=datetime(2026, 6, 3, 12, tzinfo=UTC), model="cnn", version="1", digit=3,
+            confidence=0.9, probabilities=tuple([0.9] + [0.1 / 9] * 9), pixels=bytes(784), latency_ms=1.0,
         )  # fmt: skip
         store.record(rec)
         assert store.spool.depth == 0, store.last_error
