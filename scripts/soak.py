@@ -279,6 +279,8 @@ def main() -> int:
         log(f"soak start: {samples[0].line()}")
         warm_at = start + args.duration / 10
         warm: Sample | None = None
+        end: Sample | None = None  # still under load, 10 s before the last send
+        end_at = start + max(args.duration - 10, args.duration * 0.9)
         seen = [0] * SENDERS
         minutes: list[dict[str, Any]] = []
         last_line = start
@@ -287,6 +289,8 @@ def main() -> int:
             now = time.monotonic()
             if warm is None and now >= warm_at:
                 warm = Sample.of(proc.pid, now - start)
+            if end is None and now >= end_at:
+                end = Sample.of(proc.pid, now - start)
             if now - last_line < 60 and any(t.is_alive() for t in threads):
                 continue
             batch = [r for sender, n in zip(senders, seen, strict=True) for r in sender.results[n:]]
@@ -309,9 +313,10 @@ def main() -> int:
                 f"{minute['at_s']:.0f} s: {minute['rate']:,.0f} answered/s, {minute['errors']} errors, "
                 f"p50 {minute['p50']:.1f} ms, p99 {minute['p99']:.1f} ms; {sample.line()}"
             )
-        end = Sample.of(proc.pid, time.monotonic() - start)
+        after = Sample.of(proc.pid, time.monotonic() - start)  # idle again, like `start`
         warm = warm or samples[0]
-        log(f"soak end: {end.line()}")
+        end = end or samples[-1]
+        log(f"soak end (under load): {end.line()}; idle after it: {after.line()}")
         results = [r for s in senders for r in s.results]
         ids = [r[3] for r in results if r[1] == 200 and r[3]]
         errors: dict[int, int] = {}
@@ -344,6 +349,8 @@ def main() -> int:
         f"resident memory at the end <= {RSS_GROWTH_MAX:.0%} + 16 MiB over the warm figure": end.rss
         <= rss_bound,
         f"open files at the end <= {FD_GROWTH_MAX} over the warm figure": end.fds <= warm.fds + FD_GROWTH_MAX,
+        f"open files once idle again <= {FD_GROWTH_MAX} over the start": after.fds
+        <= samples[0].fds + FD_GROWTH_MAX,
         "server exited 0 on SIGTERM": exit_code == 0,
     }
     for name, ok in checks.items():
@@ -357,7 +364,7 @@ def main() -> int:
         errors=errors,
         late=late,
         all_ms=all_ms,
-        samples=(samples[0], warm, end),
+        samples=(samples[0], warm, end, after),
         minutes=minutes,
         found=found,
         not_stored=not_stored,
@@ -388,7 +395,8 @@ def replace_block(path: Path, body: str) -> None:
 
 
 def render(args: argparse.Namespace, **r: Any) -> str:
-    start, warm, end = r["samples"]
+    start, warm, end, after = r["samples"]
+    by_status = f" (by status: {r['errors']})" if r["errors"] else ""
     before, after = r["loadavg"]
     mib = 2**20
 
@@ -412,8 +420,8 @@ def render(args: argparse.Namespace, **r: Any) -> str:
         f"{r['http_capacity']:,.0f}/s over HTTP, {r['capacity']:,.0f}/s with every record in Cassandra "
         f"(until the write queues were empty); soak rate {args.fraction:.0%} of it = {r['rate']:,.0f}/s, "
         f"open loop from {SENDERS} keep-alive connections, for {args.duration / 60:g} min",
-        f"- Sent {r['sent']:,}, answered {r['answered']:,}, failed {sum(r['errors'].values())} "
-        f"{r['errors'] or ''}; {r['late']} sends more than 1 s late (a connection still waiting)",
+        f"- Sent {r['sent']:,}, answered {r['answered']:,}, failed {sum(r['errors'].values())}{by_status}; "
+        f"{r['late']} sends more than 1 s late (a connection still waiting)",
         f"- Latency of the answered: p50 {percentile(r['all_ms'], 50):.1f} ms, p99 "
         f"{percentile(r['all_ms'], 99):.1f} ms, max {max(r['all_ms'], default=0):.0f} ms",
         f"- Records: {r['found']:,} of {r['answered']:,} answered ids read back from Cassandra after SIGTERM "
@@ -421,14 +429,16 @@ def render(args: argparse.Namespace, **r: Any) -> str:
         f"{r['not_stored']} records not stored (write queues not drained within the graceful timeout)",
         "",
         "The server's processes (gunicorn master and workers): resident memory (RSS, shared pages counted in "
-        'each process; PSS splits them), open file descriptors, threads. "warm" is after the first tenth of '
-        "the run, the figure growth is measured from.",
+        'each process; PSS splits them), open file descriptors, threads. "start" and "idle after" have no '
+        'client connected; "warm" (after the first tenth of the run, the figure growth is measured from) and '
+        '"end" (10 s before the last send) have the 32 keep-alive connections open.',
         "",
         "| moment | s | RSS MiB | PSS MiB | open files | threads | processes |",
         "|---|---:|---:|---:|---:|---:|---:|",
         row("start", start),
         row("warm", warm),
         row("end", end),
+        row("idle after", after),
         "",
         "| minute | answered/s | errors | p50 ms | p99 ms | max ms | RSS MiB | open files |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
