@@ -397,7 +397,7 @@ def replace_block(path: Path, body: str) -> None:
 def render(args: argparse.Namespace, **r: Any) -> str:
     start, warm, end, after = r["samples"]
     by_status = f" (by status: {r['errors']})" if r["errors"] else ""
-    before, after = r["loadavg"]
+    load_before, load_after = (" ".join(x) for x in r["loadavg"])
     mib = 2**20
 
     def row(name: str, s: Sample) -> str:
@@ -412,7 +412,7 @@ def render(args: argparse.Namespace, **r: Any) -> str:
         "Written by `make soak` (scripts/soak.py); `make bench` keeps it.",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; commit {bench.git_commit()}",
-        f"- Machine: {bench.machine()}; load average before: {' '.join(before)}, after: {' '.join(after)}",
+        f"- Machine: {bench.machine()}; load average before: {load_before}, after: {load_after}",
         f"- Command: `{shlex.join(['python', 'scripts/soak.py', *sys.argv[1:]])}`",
         "- Server: `mnist serve` defaults, Cassandra 5.0 single node (scripts/cassandra.sh) as the store; "
         "PNG uploads of 200 MNIST test digits to `POST /predict?model=cnn`",
