@@ -9,8 +9,9 @@ PYTEST_ARGS ?=
 TALLY := $(abspath test-output/tally)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test test-setup lint format bench train evaluate manifests image image-test tools \
-        soak cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean
+.PHONY: help install run serve test test-setup lint format bench train evaluate manifests image image-test \
+        cassandra-image tools soak cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down \
+        test-cluster e2e clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -82,6 +83,9 @@ manifests: tools ## Regenerate k8s/ plain manifests from the Helm chart
 
 image: ## Build the container image with podman on a local debootstrap base
 	scripts/build-image.sh
+
+cassandra-image: ## Build localhost/mnist-cassandra:<version> (the official image's contract) with podman
+	scripts/build-cassandra-image.sh
 
 image-test: install ## Build the image, run it read-only, predict, /metrics, SIGTERM (part of `make test`)
 	$(BIN)/pytest tests/test_image.py

@@ -23,6 +23,7 @@ from service.preprocess import preprocess
 from service.settings import Settings
 from service.state import EXTENSION, ServiceState
 from service.store.factory import open_store
+from service.store.peers import WriteNotices
 from service.store.queue import WriteQueue
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     models = ModelRegistry.load(settings)
     store = open_store(settings)
-    writes = WriteQueue(store, settings.write_queue_size).start()
+    # The workers of one server share the spool folder: their write notices meet there.
+    notices = WriteNotices.open(settings.spool_dir)
+    writes = WriteQueue(store, settings.write_queue_size, notices=notices).start()
     app.extensions[EXTENSION] = ServiceState(settings, models, store, writes)
 
     for blueprint in (predict.bp, tfserving.bp, v2.bp, ops.bp, openapi.bp, web):
@@ -52,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         "serving %s (default %s), store %s",
         ", ".join(f"{m.name} v{m.version}" for m in models.models.values()),
         models.default,
-        getattr(store, "backend", type(store).__name__),
+        store.backend,
     )
     return app
 

@@ -26,8 +26,8 @@ from cassandra.policies import WhiteListRoundRobinPolicy
 from cassandra.query import SimpleStatement
 
 from service.store.base import PredictionRecord
-from service.store.cassandra.store import CassandraStore
 from service.store.cassandra.url import CassandraConfig, parse_url
+from service.store.factory import spooled_cassandra
 from tests.conftest import ROOT, missing
 from tests.fixtures.cassandra import port_open, run_script, unique_keyspace
 
@@ -118,7 +118,7 @@ def test_init_and_the_store_started_while_nodes_2_and_3_are_still_joining_succee
         parse_url(f"cassandra://{','.join(HOSTS)}:{PORT}/joining_store?replication=3"),
         spool_dir=tmp_path / "spool",
     )
-    store = CassandraStore(config)
+    store = spooled_cassandra(config)
     try:
         early = records(20, datetime(2026, 6, 2, 9, tzinfo=UTC))
         store.record_many(early)  # answered while the cluster forms: kept in the spool
@@ -130,7 +130,7 @@ def test_init_and_the_store_started_while_nodes_2_and_3_are_still_joining_succee
         # It did meet the race: node 1 alone cannot take a LOCAL_QUORUM write at RF 3.
         assert "waiting for replicas" in init.stderr and "needs 2 live replicas" in init.stderr
         assert "schema version 1 ready in keyspace joining" in init.stderr
-        assert store.wait_for_replay(180), store.last_error
+        assert store.wait_for_replay(180), store.inner.last_error
         assert all(store.get(r.id) == r for r in early)
         waited = [r.getMessage() for r in caplog.records if "waiting to create it" in r.getMessage()]
         assert waited, "the store never had to wait: the race this test is about did not happen"
@@ -237,13 +237,13 @@ def test_rf3_keeps_writing_and_reading_at_local_quorum_with_one_node_down(
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert init.returncode == 0, init.stderr
-    store = CassandraStore(cluster.config(keyspace, tmp_path / "spool"))
-    strict = CassandraStore(
+    store = spooled_cassandra(cluster.config(keyspace, tmp_path / "spool"))
+    strict = spooled_cassandra(
         replace(cluster.config(keyspace, tmp_path / "spool-all"), write_consistency=ConsistencyLevel.ALL)
     )
     try:
-        assert store.config.write_consistency == ConsistencyLevel.LOCAL_QUORUM
-        session = store._stmts.session  # type: ignore[union-attr]
+        assert store.inner.config.write_consistency == ConsistencyLevel.LOCAL_QUORUM
+        session = store.inner._stmts.session  # type: ignore[union-attr]
         replication = session.execute(
             "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
         ).one()

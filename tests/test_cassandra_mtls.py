@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from service.store.base import PredictionRecord
-from service.store.cassandra.store import CassandraStore
+from service.store.factory import spooled_cassandra
 from tests.conftest import free_port, missing, require_binary
 from tests.fixtures.cassandra import TEST_STATES, CassandraNode, run_script, unique_keyspace
 from tests.service_support import digits
@@ -119,15 +119,15 @@ def test_the_right_client_certificate_connects(mtls_node: CassandraNode, tmp_pat
     assert code == 0, output
     assert "connectivity: ok (Cassandra 5.0" in output
     # And the URL parameters alone, through the store the service uses.
-    store = CassandraStore(mtls_node.config(keyspace, tmp_path / "spool"))
+    store = spooled_cassandra(mtls_node.config(keyspace, tmp_path / "spool"))
     try:
-        assert store.config.tls_cert == files["cert"]
+        assert store.inner.config.tls_cert == files["cert"]
         rec = PredictionRecord(
             id=uuid.uuid4(), created=datetime(2026, 6, 3, 12, tzinfo=UTC), model="cnn", version="1", digit=3,
             confidence=0.9, probabilities=tuple([0.9] + [0.1 / 9] * 9), pixels=bytes(784), latency_ms=1.0,
         )  # fmt: skip
         store.record(rec)
-        assert store.spool.depth == 0, store.last_error
+        assert store.spool.depth == 0, store.inner.last_error
         assert store.get(rec.id) == rec
     finally:
         store.close()

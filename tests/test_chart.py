@@ -301,6 +301,47 @@ def test_cassandra_drains_before_stopping_and_checks_cql_for_readiness(rendered:
         assert readiness[0] == "cqlsh" and "SELECT" in readiness[-1]
 
 
+def commitlog_init(statefulset: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the init container that writes commitlog_sync, the cassandra container) of a rendered StatefulSet."""
+    spec = statefulset["spec"]["template"]["spec"]
+    (init,) = [c for c in spec["initContainers"] if c["name"] == "commitlog-config"]
+    (cassandra,) = [c for c in spec["containers"] if c["name"] == "cassandra"]
+    return init, cassandra
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        ({}, {"COMMITLOG_SYNC": "periodic", "COMMITLOG_SYNC_PERIOD": "10000ms"}),
+        ({"cassandra.commitlogSync": "batch"}, {"COMMITLOG_SYNC": "batch"}),
+        (
+            {"cassandra.commitlogSync": "group", "cassandra.commitlogSyncGroupWindow": "5ms"},
+            {"COMMITLOG_SYNC": "group", "COMMITLOG_SYNC_GROUP_WINDOW": "5ms"},
+        ),
+    ],
+    ids=["default-periodic", "batch", "group"],
+)
+def test_commitlog_sync_is_written_into_the_config_cassandra_starts_with(
+    sets: dict[str, str], expected: dict[str, str]
+) -> None:
+    statefulset = render(sets=sets).one("StatefulSet", "cassandra")
+    init, cassandra = commitlog_init(statefulset)
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert expected.items() <= env.items()
+    # The same image as the node, so the copy starts from that image's own /etc/cassandra.
+    assert init["image"] == cassandra["image"]
+    script = init["args"][0]
+    assert "cp -R /etc/cassandra/. /config/" in script
+    assert "commitlog_sync: $COMMITLOG_SYNC" in script
+    # The node reads the edited copy: the init container's /config is the node's /etc/cassandra.
+    (config_in,) = [m for m in init["volumeMounts"] if m["mountPath"] == "/config"]
+    (config_out,) = [m for m in cassandra["volumeMounts"] if m["mountPath"] == "/etc/cassandra"]
+    assert config_in["name"] == config_out["name"]
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[config_in["name"]]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_only_clients_of_cassandra_reach_its_cql_port() -> None:
     rendered = render(VALUE_SETS["production"])
     policy = rendered.one("NetworkPolicy", "cassandra")
@@ -525,6 +566,8 @@ BAD_VALUES = {
     "replication of zero": "store.replication.dc1=0",
     "external Cassandra without hosts": "cassandra.enabled=false",
     "bad digest": "image.digest=latest",
+    "unknown commit log sync": "cassandra.commitlogSync=always",
+    "sync period without unit": "cassandra.commitlogSyncPeriod=10000",
 }
 
 

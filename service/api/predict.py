@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -223,9 +222,9 @@ def feedback(record_id: str) -> Response:
     rid = _uuid(record_id)
     label = _label(request.get_json(silent=True))
     rec = _find(state, rid)
-    # A record still in this worker's write queue is not in the store yet: flush, then label it.
+    # A record still in this worker's write queue is not in the store yet: wait until it is, then label it.
     if not state.store.set_label(rid, label) and not (
-        state.writes.flush(PENDING_WRITE_GRACE_S) and state.store.set_label(rid, label)
+        state.writes.await_written(rid, PENDING_WRITE_GRACE_S) and state.store.set_label(rid, label)
     ):
         raise NotFound(f"prediction {rid} is not in the store yet; try again in a moment")
     metrics.observe_feedback(rec.model, rec.digit, label)
@@ -383,13 +382,7 @@ def _uuid(text: str) -> uuid.UUID:
 
 def _find(state: ServiceState, rid: uuid.UUID) -> PredictionRecord:
     """The record, also when it is still on its way to the store (in this worker's queue or another's)."""
-    rec = state.writes.pending(rid) or state.store.get(rid)
-    deadline = time.monotonic() + PENDING_WRITE_GRACE_S
-    delay = 0.005
-    while rec is None and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-        rec = state.store.get(rid)
+    rec = state.writes.find(rid, PENDING_WRITE_GRACE_S)
     if rec is None:
         raise NotFound(f"no prediction with id {rid}")
     return rec
