@@ -149,6 +149,8 @@ def test_init_and_the_store_started_while_nodes_2_and_3_are_still_joining_succee
             assert row is not None and row.version == 1, host
 
 
+# Each start + init may take up to ~4 min on a loaded machine; pyproject's 900 s per test would cut it short.
+@pytest.mark.timeout(FRESH_STARTS * 300)
 def test_fresh_cluster_starts_with_init_never_fail(
     fresh_clusters: FreshClusters, capsys: pytest.CaptureFixture[str]
 ) -> None:
