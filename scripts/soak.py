@@ -407,7 +407,7 @@ def render(args: argparse.Namespace, **r: Any) -> str:
         )
 
     lines = [
-        "### Soak (Cassandra, half of capacity)",
+        f"### Soak (Cassandra, half of capacity, {args.duration / 60:g} min)",
         "",
         "Written by `make soak` (scripts/soak.py); `make bench` keeps it.",
         "",
