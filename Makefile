@@ -9,8 +9,8 @@ PYTEST_ARGS ?=
 TALLY := $(abspath test-output/tally)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test test-setup lint format bench train evaluate manifests image image-test \
-        cassandra-image tools soak cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down \
+.PHONY: help install run serve test test-setup lint format bench train evaluate manifests image image-trainer \
+        image-test cassandra-image tools soak cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down \
         test-cluster e2e clean
 
 help: ## List the targets
@@ -83,6 +83,9 @@ manifests: tools ## Regenerate k8s/ plain manifests from the Helm chart
 
 image: ## Build the container image with podman on a local debootstrap base
 	scripts/build-image.sh
+
+image-trainer: ## Build localhost/mnist-service-trainer (the service plus TensorFlow: the retrain CronJob's image)
+	TARGET=trainer scripts/build-image.sh
 
 cassandra-image: ## Build localhost/mnist-cassandra:<version> (the official image's contract) with podman
 	scripts/build-cassandra-image.sh

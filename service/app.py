@@ -6,8 +6,10 @@ models and starts its own threads; nothing happens at import time.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import re
 import time
 
 import numpy as np
@@ -15,18 +17,20 @@ from flask import Flask, Response, g, request
 from PIL import Image
 
 from service import metrics
-from service.api import errors, openapi, ops, predict, tfserving, v2
-from service.api.web import web
+from service.api import errors, export, ops, predict, records, tfserving, v2, web
+from service.api.handler import EXTENSION
 from service.inference import ModelRegistry
 from service.logs import configure_logging, log_request, request_id
 from service.preprocess import preprocess
 from service.settings import Settings
-from service.state import EXTENSION, ServiceState
+from service.state import ServiceState
 from service.store.factory import open_store
 from service.store.peers import WriteNotices
 from service.store.queue import WriteQueue
 
 log = logging.getLogger(__name__)
+
+BLUEPRINTS = (predict.bp, records.bp, export.bp, tfserving.bp, v2.bp, ops.bp, web.bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -35,8 +39,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings)
     app = Flask("service")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
 
     models = ModelRegistry.load(settings)
     store = open_store(settings)
@@ -45,9 +47,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     writes = WriteQueue(store, settings.write_queue_size, notices=notices).start()
     app.extensions[EXTENSION] = ServiceState(settings, models, store, writes)
 
-    for blueprint in (predict.bp, tfserving.bp, v2.bp, ops.bp, openapi.bp, web):
+    for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
-    errors.register_error_handlers(app)
+    errors.register_app(app)
     _install_request_hooks(app, _allowed_origins(settings.cors_origins))
     _warm_up_decoding(app, settings)
     metrics.update_process_metrics(force=True)  # memory is reported before the first request, too
@@ -60,9 +62,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+def state_of(app: Flask) -> ServiceState | None:
+    """The data plane of an app built by `create_app` (None for any other app)."""
+    return app.extensions.get(EXTENSION)
+
+
 def shutdown(app: Flask, timeout: float) -> int:
     """Finish queued work of this worker (gunicorn's worker_exit): returns the records drained."""
-    state: ServiceState | None = app.extensions.get(EXTENSION)
+    state = state_of(app)
     if state is None:
         return 0
     started = time.monotonic()
@@ -90,6 +97,12 @@ def _warm_up_decoding(app: Flask, settings: Settings) -> None:
     preprocess(png, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
 
 
+@functools.lru_cache(maxsize=512)
+def _route_label(rule: str) -> str:
+    """The route template for metrics and logs, without converter names ("<model:name>" -> "<name>")."""
+    return re.sub(r"<\w+:", "<", rule)
+
+
 def _allowed_origins(setting: str) -> set[str]:
     return {origin.strip() for origin in setting.split(",") if origin.strip()}
 
@@ -115,10 +128,11 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
         seconds = time.perf_counter() - started
         # Each `request.` goes through a context-local proxy: look things up once per request.
         rule, method, status = request.url_rule, request.method, response.status_code
-        metrics.observe_request(rule.rule if rule is not None else "unmatched", method, status, seconds)
+        route = _route_label(rule.rule) if rule is not None else None
+        metrics.observe_request(route or "unmatched", method, status, seconds)
         log_request(
             request_id=rid,
-            route=rule.rule if rule is not None else request.path,
+            route=route or request.path,
             method=method,
             status=status,
             latency_ms=seconds * 1000,

@@ -54,6 +54,28 @@ class NotFound(ServiceError):
     status = 404
 
 
+class NotReady(ServiceError):
+    """A model (or the server) cannot answer yet or any more: loading, or shutting down."""
+
+    code = "not_ready"
+    status = 503
+
+
+class ModelsUnavailable(ServiceError):
+    """The model directory holds no servable model, or the default model is missing."""
+
+    code = "models_unavailable"
+    status = 503
+
+
+class RepositoryConflict(ServiceError):
+    """A model repository call that contradicts the configuration (unloading the default model, pinning a
+    version that fails its checks)."""
+
+    code = "repository_conflict"
+    status = 409
+
+
 class StoreUnavailable(ServiceError):
     """The prediction store cannot answer reads right now (writes go to the spool instead)."""
 

@@ -1,7 +1,8 @@
-"""What one worker process serves with: settings, loaded models, the store and its write queue.
+"""The data plane of one worker process: settings, loaded models, the store and its write queue.
 
-`create_app` builds one `ServiceState` and keeps it in `app.extensions`; the blueprints reach it through
-`current()`, the gunicorn `worker_exit` hook through the app object, to drain it on shutdown.
+`create_app` builds one `ServiceState`; every protocol's handler calls `infer` with decoded images and gets
+batch arrays back, so recording, metrics and model choice happen once for all of them. Nothing here knows
+about HTTP: the blueprints in service/api/ (and a gRPC front end later) translate.
 """
 
 from __future__ import annotations
@@ -12,65 +13,24 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
-from flask import current_app, g, request
 
 from service import metrics
+from service.codecs.body import Limits
+from service.errors import NotFound
 from service.inference import ModelRegistry, ServedModel
 from service.settings import Settings
 from service.store.base import PredictionRecord, Store
 from service.store.queue import WriteQueue
 from service.tensors import to_pixels
+from service.types.batch import Inference, RequestInfo, Upload
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "mnist"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's answer, and the id of the record kept for it."""
-
-    id: uuid.UUID
-    model: ServedModel
-    digit: int
-    confidence: float
-    probabilities: np.ndarray  # float32 [10]
-    image: np.ndarray  # float32 [28, 28], what the model saw
-
-    def as_json(self, latency_ms: float, include_input: bool = False) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": str(self.id),
-            "model": self.model.name,
-            "version": self.model.version,
-            "digit": self.digit,
-            "confidence": round(self.confidence, 6),
-            "probabilities": [round(p, 6) for p in self.probabilities.tolist()],
-            "latency_ms": round(latency_ms, 3),
-        }
-        if include_input:
-            body["input"] = np.round(self.image, 4).tolist()
-        return body
-
-
-@dataclass(frozen=True)
-class RequestInfo:
-    """Who asked: kept with each record."""
-
-    client: str | None
-    request_id: str | None
-    started: float  # time.perf_counter() at request start
-    api: str
-
-
-@dataclass(frozen=True)
-class Upload:
-    """The original bytes of an image, kept with its record when small enough."""
-
-    data: bytes
-    mime: str | None
+# A record written by another worker's write-behind queue reaches the store within milliseconds; a read or
+# feedback for a brand-new id waits up to this long for it before answering 404.
+PENDING_WRITE_GRACE_S = 1.0
 
 
 @dataclass
@@ -81,61 +41,95 @@ class ServiceState:
     writes: WriteQueue
     started: float = field(default_factory=time.time)
     stopped: bool = False
+    limits: Limits = field(init=False)
 
-    def predict(
+    def __post_init__(self) -> None:
+        self.limits = Limits.from_settings(self.settings)
+
+    def infer(
         self,
         images: np.ndarray,
-        info: RequestInfo,
-        model: str | None = None,
-        version: str | None = None,
+        model: str | None,
+        version: str | None,
+        api: str,
+        request: RequestInfo,
         uploads: list[Upload | None] | None = None,
-    ) -> tuple[list[Prediction], float]:
-        """Run float32 [n, 28, 28] images through a model, record each result; also returns latency in ms."""
+    ) -> Inference:
+        """Run float32 [n, 28, 28] images through a model and queue one record per image."""
         served = self.models.get(model, version)
         probabilities = served.predict(images)
-        latency_ms = (time.perf_counter() - info.started) * 1000
+        latency_ms = (time.perf_counter() - request.started) * 1000
         # Per-batch numpy rather than per-image Python: a request may carry hundreds of images.
-        digits = probabilities.argmax(axis=1).tolist()
-        confidences = probabilities.max(axis=1).tolist()
-        pixels = to_pixels(images)
-        ids = _uuid4s(len(images))
-        created = datetime.now(UTC)
-        predictions: list[Prediction] = []
-        for i, probs in enumerate(probabilities):
-            prediction = Prediction(ids[i], served, digits[i], confidences[i], probs, images[i])
-            self._record(prediction, pixels[i], uploads[i] if uploads else None, info, created, latency_ms)
-            predictions.append(prediction)
-        metrics.observe_predictions(served.name, digits, confidences)
-        return predictions, latency_ms
+        digits = probabilities.argmax(axis=1)
+        confidences = probabilities.max(axis=1)
+        result = Inference(
+            served.name,
+            served.version,
+            images,
+            probabilities,
+            digits,
+            confidences,
+            _uuid4s(len(images)),
+            latency_ms,
+        )
+        self._record(result, served, uploads, request, api)
+        metrics.observe_predictions(served.name, digits.tolist(), confidences.tolist())
+        return result
 
     def _record(
         self,
-        p: Prediction,
-        pixels: bytes,
-        upload: Upload | None,
-        info: RequestInfo,
-        created: datetime,
-        latency_ms: float,
+        result: Inference,
+        served: ServedModel,
+        uploads: list[Upload | None] | None,
+        request: RequestInfo,
+        api: str,
     ) -> None:
-        keep = upload is not None and len(upload.data) <= self.settings.keep_image_bytes
-        self.writes.put(
-            PredictionRecord(
-                id=p.id,
-                created=created,
-                model=p.model.name,
-                version=p.model.version,
-                digit=p.digit,
-                confidence=p.confidence,
-                probabilities=tuple(p.probabilities.tolist()),
-                pixels=pixels,
-                latency_ms=latency_ms,
-                image=upload.data if keep and upload else None,
-                image_type=upload.mime if keep and upload else None,
-                client=info.client,
-                request_id=info.request_id,
-                extra={"api": info.api},
+        created = datetime.now(UTC)
+        pixels = to_pixels(result.images)
+        digits = result.digits.tolist()
+        confidences = result.confidences.tolist()
+        probabilities = result.probabilities.tolist()
+        extra = {"api": api}
+        keep_bytes = self.settings.keep_image_bytes
+        for i, rid in enumerate(result.ids):
+            upload = uploads[i] if uploads else None
+            keep = upload is not None and len(upload.data) <= keep_bytes
+            self.writes.put(
+                PredictionRecord(
+                    id=rid,
+                    created=created,
+                    model=served.name,
+                    version=served.version,
+                    digit=digits[i],
+                    confidence=confidences[i],
+                    probabilities=tuple(probabilities[i]),
+                    pixels=pixels[i],
+                    latency_ms=result.latency_ms,
+                    image=upload.data if keep and upload else None,
+                    image_type=upload.mime if keep and upload else None,
+                    client=request.client,
+                    request_id=request.request_id,
+                    extra=dict(extra),
+                )
             )
-        )
+
+    def find(self, rid: uuid.UUID) -> PredictionRecord:
+        """The record, also when it is still on its way to the store (in this worker's queue or another's)."""
+        rec = self.writes.find(rid, PENDING_WRITE_GRACE_S)
+        if rec is None:
+            raise NotFound(f"no prediction with id {rid}")
+        return rec
+
+    def label(self, rid: uuid.UUID, label: int) -> PredictionRecord:
+        """Store the true digit of a record; returns the record as it was predicted."""
+        rec = self.find(rid)
+        # A record still in this worker's write queue is not in the store yet: wait until it is, then label.
+        if not self.store.set_label(rid, label) and not (
+            self.writes.await_written(rid, PENDING_WRITE_GRACE_S) and self.store.set_label(rid, label)
+        ):
+            raise NotFound(f"prediction {rid} is not in the store yet; try again in a moment")
+        metrics.observe_feedback(rec.model, rec.digit, label)
+        return rec
 
     def shutdown(self, timeout: float) -> int:
         """Answer queued inference, write every queued record, close the store; returns records drained."""
@@ -152,20 +146,3 @@ def _uuid4s(n: int) -> list[uuid.UUID]:
     """n random (version 4) UUIDs from one call for randomness instead of n."""
     raw = os.urandom(16 * n)
     return [uuid.UUID(bytes=raw[i * 16 : (i + 1) * 16], version=4) for i in range(n)]
-
-
-def current() -> ServiceState:
-    """The state of the app handling this request."""
-    state: ServiceState = current_app.extensions[EXTENSION]
-    return state
-
-
-def request_info(api: str) -> RequestInfo:
-    """Who is asking, for the records of this request (`api`: which protocol it came through)."""
-    route = request.access_route
-    return RequestInfo(
-        client=route[0] if route else request.remote_addr,
-        request_id=g.get("request_id"),
-        started=g.get("started", time.perf_counter()),
-        api=api,
-    )

@@ -20,6 +20,7 @@ ALLOW_SKIP = os.environ.get(ALLOW_SKIP_ENV, "").lower() in {"1", "true", "yes"}
 # Fixture plugins, one file per concern (servers, Cassandra, ...).
 pytest_plugins = [
     "tests.fixtures.server",
+    "tests.fixtures.app",
     "tests.fixtures.cassandra",
     "tests.fixtures.image",
 ]

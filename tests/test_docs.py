@@ -93,9 +93,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 
 
 def served_routes(app: Flask) -> set[tuple[str, str]]:
-    """(method, rule) of every endpoint, without the HEAD and OPTIONS Flask adds to each."""
+    """(method, rule) of every endpoint, without the HEAD and OPTIONS Flask adds to each; the TF Serving
+    routes' `<model:name>` (a name without ':') is the `<name>` a reader sees."""
     return {
-        (method, rule.rule)
+        (method, rule.rule.replace("<model:", "<"))
         for rule in app.url_map.iter_rules()
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     }

@@ -10,15 +10,18 @@ from pathlib import Path
 
 from flask import Blueprint, Response, render_template
 
+from service.api import errors
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
-web = Blueprint(
+bp = Blueprint(
     "web",
     __name__,
     static_folder=str(PACKAGE_DIR / "static"),
     static_url_path="/static",
     template_folder=str(PACKAGE_DIR / "templates"),
 )
+errors.register_own(bp)
 
 # 'self' only: a script, style or image from any other host is refused by the browser, so a stray CDN link
 # fails loudly in the browser tests instead of silently needing internet access in production.
@@ -28,7 +31,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-@web.after_request
+@bp.after_request
 def _security_headers(response: Response) -> Response:
     """Lock the page to its own origin (see CONTENT_SECURITY_POLICY)."""
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
@@ -37,13 +40,13 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-@web.get("/")
+@bp.get("/")
 def index() -> str:
     """The drawing page."""
     return render_template("index.html", page="draw")
 
 
-@web.get("/history")
+@bp.get("/history")
 def history() -> str:
     """Recent predictions with thumbnails, filters, paging and feedback labels."""
     return render_template("history.html", page="history")

@@ -1,0 +1,77 @@
+"""What every blueprint shares: the worker's state, the request's identity, and the one inference handler.
+
+`infer` is the handler body of every prediction route (own API, TF Serving, v2): it tells the batcher that
+images are on their way while the protocol's codec decodes them, runs the data plane, and leaves the model
+and digit for the access log line. A route only reads its body and encodes the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import numpy as np
+from flask import Response, current_app, g, request
+
+from service.state import ServiceState
+from service.types.batch import Inference, RequestInfo
+
+EXTENSION = "mnist"
+JSON = "application/json"
+
+
+class Decoded(Protocol):
+    """What a codec returns: at least the images."""
+
+    @property
+    def images(self) -> np.ndarray: ...
+
+
+R = TypeVar("R", bound=Decoded)
+
+
+def current() -> ServiceState:
+    """The state of the app handling this request."""
+    state: ServiceState = current_app.extensions[EXTENSION]
+    return state
+
+
+def request_info() -> RequestInfo:
+    """Who is asking, for the records of this request."""
+    route = request.access_route
+    return RequestInfo(
+        client=route[0] if route else request.remote_addr,
+        request_id=g.get("request_id"),
+        started=g.get("started", time.perf_counter()),
+    )
+
+
+def infer(
+    api: str,
+    decode: Callable[[ServiceState], R],
+    model: str | None = None,
+    version: str | None = None,
+) -> tuple[R, Inference]:
+    """Decode (announced to the batcher), run the model, queue the records; the model named in the request
+    (path or query) wins over one named in the body (`decoded.model`, where the codec has one)."""
+    state = current()
+    if model is not None:
+        state.models.get(model, version)  # an unknown model is a 404 before the body is read
+    with state.models.arrivals.expect():  # tells the batcher this request's images are coming
+        decoded = decode(state)
+    for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
+        state.models.get(named)
+    chosen = model or getattr(decoded, "model", None)
+    g.model = chosen or state.models.default
+    result = state.infer(
+        decoded.images, chosen, version, api, request_info(), getattr(decoded, "uploads", None)
+    )
+    g.model = result.model
+    g.digit = int(result.digits[0]) if len(result) == 1 else None
+    return decoded, result
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    """An answer whose JSON a codec or a pydantic model already wrote."""
+    return Response(body, status=status, mimetype=JSON)
