@@ -66,12 +66,31 @@ def on_starting(server: Any) -> None:
     import PIL.PngImagePlugin  # noqa: F401
 
 
+def post_worker_init(worker: Any) -> None:
+    """In the worker, after the app is built: serve gRPC from this worker's data plane (MNIST_GRPC_PORT,
+    shared by every worker with SO_REUSEPORT; 0 = off). grpc is imported here, never in the arbiter."""
+    if not _settings.grpc_port:
+        return
+    from service.app import state_of
+    from service.grpc import server as grpc_server
+
+    state = state_of(worker.wsgi)
+    if state is not None:
+        worker.grpc_server = grpc_server.start(state, _settings)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
-    """In the worker, after its last request: write every queued record, then close the store."""
+    """In the worker, after its last request: end gRPC calls, write every queued record, close the store."""
     app = getattr(worker, "wsgi", None)
     if app is None or not hasattr(app, "extensions"):
         return  # called in the arbiter for a worker that was already gone
     from service.app import shutdown
+
+    grpc = getattr(worker, "grpc_server", None)
+    if grpc is not None:
+        from service.grpc import server as grpc_server
+
+        grpc_server.stop(grpc, _settings.graceful_timeout_s * 0.25)
 
     drained = shutdown(app, timeout=_settings.graceful_timeout_s * 0.75)
     server.log.info("worker %s drained %d records on exit", worker.pid, drained)

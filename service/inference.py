@@ -179,7 +179,10 @@ class MicroBatcher:
             for job in jobs:
                 job.future.set_exception(exc)
             return
-        metrics.observe_batch(self.name, len(batch), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.observe_batch(self.name, len(batch), seconds)
+        now = time.monotonic()
+        metrics.observe_jobs(self.name, sum(now - seconds - job.queued for job in jobs), len(jobs), seconds)
         offset = 0
         for job in jobs:
             n = len(job.images)

@@ -57,8 +57,13 @@ class ServiceState:
     ) -> Inference:
         """Run float32 [n, 28, 28] images through a model and queue one record per image."""
         served = self.models.get(model, version)
-        probabilities = served.predict(images)
+        try:
+            probabilities = served.predict(images)
+        except Exception:
+            metrics.observe_inference(served.name, api, False, time.perf_counter() - request.started)
+            raise
         latency_ms = (time.perf_counter() - request.started) * 1000
+        metrics.observe_inference(served.name, api, True, latency_ms / 1000)
         # Per-batch numpy rather than per-image Python: a request may carry hundreds of images.
         digits = probabilities.argmax(axis=1)
         confidences = probabilities.max(axis=1)
