@@ -3,8 +3,9 @@
 Input: one tensor, FP32, FP64, FP16 (binary only), UINT8 or INT64, shape [N, 784], [N, 28, 28] or
 [N, 28, 28, 1], as JSON `data` or as raw little-endian bytes after the JSON header
 (`Inference-Header-Content-Length`, what tritonclient sends by default). Outputs: `probabilities` FP32 [N, 10]
-and `digit` INT64 [N], as JSON or binary as requested; `class_count: k` on `probabilities` answers the top k
-classes instead, as BYTES [N, k] strings "<score>:<index>:<label>". The tensor checks, the classification and
+and `digit` INT64 [N], as JSON or binary as requested; the output parameter `classification: k` (alias
+`class_count`) on `probabilities` answers the top k classes instead, as BYTES [N, k] strings
+"<score>:<index>:<label>". The tensor checks, the classification and
 the BYTES encoding are shared with the gRPC codec (service/codecs/v2_grpc.py).
 """
 
@@ -110,16 +111,20 @@ def images_from_numbers(array: np.ndarray, datatype: str, shape: Sequence[int], 
     return to_batch(array.reshape(shape), what="input", scale=kind.scale)
 
 
-def wanted_output(name: Any, binary: bool, class_count: Any) -> Wanted:
-    """One entry of the request's `outputs`, checked."""
+def wanted_output(name: Any, binary: bool, params: dict[str, Any]) -> Wanted:
+    """One entry of the request's `outputs`, checked. The classification extension's parameter is
+    `classification` (what tritonclient sends, REST and gRPC); `class_count` is taken as its alias."""
+    class_count = params.get("classification", params.get("class_count"))
     if name not in OUTPUT_TYPES:
         raise BadInput(f"unknown output {name!r}; this model has {', '.join(OUTPUTS)}")
     if class_count is None or class_count == 0:
         return Wanted(name, binary)
     if not isinstance(class_count, int) or isinstance(class_count, bool) or class_count < 0:
-        raise BadInput(f"class_count must be a whole number >= 0, got {json.dumps(class_count)}")
+        raise BadInput(
+            f"classification (class_count) must be a whole number >= 0, got {json.dumps(class_count)}"
+        )
     if name != "probabilities":
-        raise BadInput(f"class_count applies to 'probabilities' (the class scores), not {name!r}")
+        raise BadInput(f"classification applies to 'probabilities' (the class scores), not {name!r}")
     return Wanted(name, binary, min(class_count, CLASSES))
 
 
@@ -243,7 +248,7 @@ def _wanted(doc: dict[str, Any], params: dict[str, Any]) -> list[Wanted]:
             raise BadInput(f"output {name!r}: 'parameters' must be an object")
         binary = (out_params or {}).get("binary_data")
         as_binary = binary_default if binary is None else _flag(binary, "binary_data")
-        wanted.append(wanted_output(name, as_binary, (out_params or {}).get("class_count")))
+        wanted.append(wanted_output(name, as_binary, out_params or {}))
     return wanted
 
 

@@ -71,11 +71,7 @@ def _wanted(request: service_pb2.ModelInferRequest) -> list[v2.Wanted]:
         return [v2.Wanted(name) for name in v2.OUTPUT_TYPES]
     wanted = []
     for item in request.outputs:
-        params = parameters(item.parameters)
-        # Triton's gRPC name for it is "classification" (REST: "class_count").
-        wanted.append(
-            v2.wanted_output(item.name, True, params.get("classification", params.get("class_count")))
-        )
+        wanted.append(v2.wanted_output(item.name, True, parameters(item.parameters)))
     return wanted
 
 

@@ -39,9 +39,10 @@ class InputTensor(BaseModel):
 
 class OutputParameters(BaseModel):
     binary_data: bool | None = None
-    class_count: int | None = Field(
+    classification: int | None = Field(
         None, ge=0, description="classification extension: the top k classes (probabilities only)"
     )
+    class_count: int | None = Field(None, ge=0, description="alias of classification")
 
 
 class RequestedOutput(BaseModel):
@@ -67,7 +68,7 @@ class InferRequest(BaseModel):
 
 class OutputTensor(BaseModel):
     name: str = Field(description="probabilities or digit")
-    datatype: str = Field(description="FP32 (probabilities), INT64 (digit), BYTES (class_count)")
+    datatype: str = Field(description="FP32 (probabilities), INT64 (digit), BYTES (classification)")
     shape: list[int]
     data: list[float | int | str] | None = None
     parameters: dict[str, int] | None = None
