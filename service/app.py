@@ -14,7 +14,7 @@ import numpy as np
 from flask import Flask, Response, g, request
 from PIL import Image
 
-from service import metrics
+from service import metrics, tracing
 from service.api import errors, export, ops, predict, records, tfserving, v2, web
 from service.api.handler import EXTENSION
 from service.inference import ModelRegistry
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """A ready app: models loaded and warmed up, store open, write queue running."""
     settings = settings or Settings()
     configure_logging(settings)
+    tracing.configure()
     app = Flask("service")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
 
@@ -103,6 +104,17 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
     def _start() -> Response | None:
         g.started = time.perf_counter()
         g.request_id = request_id(request.headers.get("X-Request-ID"))
+        if tracing.ENABLED:
+            rule = request.url_rule
+            g.span = tracing.server_span(
+                f"{request.method} {rule.rule if rule is not None else 'unmatched'}",
+                request.headers,
+                **{
+                    "http.request.method": request.method,
+                    "url.path": request.path,
+                    "request.id": g.request_id,
+                },
+            )
         if request.method == "OPTIONS" and origins and request.headers.get("Access-Control-Request-Method"):
             return Response(status=204)  # CORS preflight; headers are added below
         return None
@@ -118,6 +130,12 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
         # Each `request.` goes through a context-local proxy: look things up once per request.
         rule, method, status = request.url_rule, request.method, response.status_code
         metrics.observe_request(rule.rule if rule is not None else "unmatched", method, status, seconds)
+        trace_id = None
+        span = g.pop("span", None) if tracing.ENABLED else None
+        if span is not None:
+            trace_id = span.trace_id
+            response.headers[tracing.TRACEPARENT] = span.traceparent()
+            span.end(status, status >= 500)
         log_request(
             request_id=rid,
             route=rule.rule if rule is not None else request.path,
@@ -127,6 +145,7 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
             client=request.remote_addr,
             model=g.get("model"),
             digit=g.get("digit"),
+            **({"trace_id": trace_id} if trace_id else {}),
         )
         return response
 

@@ -93,6 +93,9 @@ def worker_exit(server: Any, worker: Any) -> None:
         grpc_server.stop(grpc, _settings.graceful_timeout_s * 0.25)
 
     drained = shutdown(app, timeout=_settings.graceful_timeout_s * 0.75)
+    from service import tracing
+
+    tracing.shutdown()
     server.log.info("worker %s drained %d records on exit", worker.pid, drained)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from service import metrics
+from service import metrics, tracing
 from service.artifacts import Artifact, discover
 from service.errors import ModelsUnavailable, UnknownModel
 from service.runtime import TFLiteModel
@@ -37,6 +37,7 @@ class _Job:
     images: np.ndarray  # float32 [n, 28, 28]
     future: Future[np.ndarray]
     queued: float = field(default_factory=time.monotonic)
+    trace: Any = field(default_factory=tracing.current_context)  # the request's span context (None: off)
 
 
 _STOP = object()
@@ -181,8 +182,11 @@ class MicroBatcher:
             return
         seconds = time.perf_counter() - started
         metrics.observe_batch(self.name, len(batch), seconds)
-        now = time.monotonic()
-        metrics.observe_jobs(self.name, sum(now - seconds - job.queued for job in jobs), len(jobs), seconds)
+        began = time.monotonic() - seconds
+        waited = [began - job.queued for job in jobs]
+        metrics.observe_jobs(self.name, sum(waited), len(jobs), seconds)
+        if tracing.ENABLED:
+            tracing.record_batch([job.trace for job in jobs], waited, seconds, len(batch))
         offset = 0
         for job in jobs:
             n = len(job.images)

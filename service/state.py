@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from service import metrics
+from service import metrics, tracing
 from service.codecs.body import Limits
 from service.errors import NotFound
 from service.inference import ModelRegistry, ServedModel
@@ -78,6 +78,8 @@ class ServiceState:
             latency_ms,
         )
         self._record(result, served, uploads, request, api)
+        if tracing.ENABLED:
+            tracing.remember(result.ids, tracing.current_context())
         metrics.observe_predictions(served.name, digits.tolist(), confidences.tolist())
         return result
 

@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from service import metrics, v2_info
+from service import metrics, tracing, v2_info
 from service.codecs import v2_grpc
 from service.errors import NotReady, ServiceError
 from service.logs import log_request, request_id
@@ -55,14 +55,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _Call:
     """What the access line of one call needs, filled in by the RPC as it learns it."""
 
-    __slots__ = ("digit", "model", "request_id", "started")
+    __slots__ = ("digit", "model", "request_id", "span", "started")
 
-    def __init__(self, context: grpc.ServicerContext) -> None:
+    def __init__(self, context: grpc.ServicerContext, endpoint: str) -> None:
         self.started = time.perf_counter()
-        incoming = dict(context.invocation_metadata()).get(REQUEST_ID_KEY)
-        self.request_id = request_id(incoming if isinstance(incoming, str) else None)
+        metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+        self.request_id = request_id(metadata.get(REQUEST_ID_KEY))
         self.model: str | None = None
         self.digit: int | None = None
+        self.span = (
+            tracing.server_span(endpoint, metadata, **{"rpc.system": "grpc", "request.id": self.request_id})
+            if tracing.ENABLED
+            else None
+        )
 
 
 def _rpc(method: F) -> F:
@@ -72,8 +77,11 @@ def _rpc(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: InferenceServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        call = _Call(context)
-        context.send_initial_metadata(((REQUEST_ID_KEY, call.request_id),))
+        call = _Call(context, endpoint)
+        answer_metadata = [(REQUEST_ID_KEY, call.request_id)]
+        if call.span is not None:
+            answer_metadata.append((tracing.TRACEPARENT, call.span.traceparent()))
+        context.send_initial_metadata(answer_metadata)
         code, message = grpc.StatusCode.OK, ""
         try:
             return method(self, request, context, call)
@@ -88,6 +96,10 @@ def _rpc(method: F) -> F:
         finally:
             seconds = time.perf_counter() - call.started
             metrics.observe_request(endpoint, "POST", code.name, seconds, protocol="grpc")
+            traced: dict[str, str] = {}
+            if call.span is not None:
+                traced["trace_id"] = call.span.trace_id
+                call.span.end(code.name, _LOG_STATUS.get(code, 500) >= 500)
             log_request(
                 request_id=call.request_id,
                 route=endpoint,
@@ -99,6 +111,7 @@ def _rpc(method: F) -> F:
                 digit=call.digit,
                 protocol="grpc",
                 grpc_status=code.name,
+                **traced,
             )
         context.abort(code, message)  # raises: the call ends with this status
 
@@ -178,7 +191,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         name, version = request.model_name, request.model_version or None
         call.model = name
         state.models.get(name, version)  # an unknown model is NOT_FOUND before the input is decoded
-        with state.models.arrivals.expect():  # tells the batcher this request's images are coming
+        with state.models.arrivals.expect(), tracing.span("decode"):  # the batcher: images are coming
             decoded = v2_grpc.decode(request, state.limits)
         info = RequestInfo(client=_client(context.peer()), request_id=call.request_id, started=call.started)
         result = state.infer(decoded.images, name, version, API, info)
