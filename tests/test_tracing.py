@@ -55,7 +55,9 @@ class Jaeger:
 def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
     if not os.access(JAEGER, os.X_OK):
         missing("Jaeger all-in-one v1.76.0", f"run `scripts/install-tools.sh jaeger` (builds {JAEGER})")
-    ports = {name: free_port() for name in ("otlp_grpc", "otlp_http", "query", "query_grpc", "admin", "zipkin")}
+    ports = {
+        name: free_port() for name in ("otlp_grpc", "otlp_http", "query", "query_grpc", "admin", "zipkin")
+    }
     ports |= {name: free_port() for name in ("collector_http", "collector_grpc")}
     args = [
         str(JAEGER),
@@ -123,20 +125,27 @@ def test_traces_reach_jaeger_with_the_callers_parent(jaeger: Jaeger, server_fact
     )
     image = np.zeros((1, 784), np.float32)
     image[0, 300:320] = 1.0
-    body = {"inputs": [{"name": "image", "shape": [1, 784], "datatype": "FP32", "data": image.ravel().tolist()}]}
+    body = {
+        "inputs": [{"name": "image", "shape": [1, 784], "datatype": "FP32", "data": image.ravel().tolist()}]
+    }
     sent: list[tuple[str, str, str]] = []  # (protocol, trace id, parent span id)
     with requests.Session() as http:
         for _ in range(HTTP_REQUESTS):
             header, trace_id, parent = _traceparent()
             answer = http.post(
-                f"{server.url}/v2/models/cnn/infer", json=body, headers={"traceparent": header}, timeout=TIMEOUT
+                f"{server.url}/v2/models/cnn/infer",
+                json=body,
+                headers={"traceparent": header},
+                timeout=TIMEOUT,
             )
             assert answer.status_code == 200
             assert answer.headers["traceparent"].split("-")[1] == trace_id  # passed on, same trace
             sent.append(("http", trace_id, parent))
     request = service_pb2.ModelInferRequest(
         model_name="cnn",
-        inputs=[service_pb2.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=[1, 784])],
+        inputs=[
+            service_pb2.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=[1, 784])
+        ],
         raw_input_contents=[image.tobytes()],
     )
     with grpc.insecure_channel(server.grpc_target) as channel:
@@ -174,11 +183,15 @@ def test_traces_reach_jaeger_with_the_callers_parent(jaeger: Jaeger, server_fact
         for trace in jaeger.traces(service):
             for span in trace["spans"]:
                 if span["operationName"] == "store write":
-                    found |= {ref["traceID"] for ref in span["references"] if ref["refType"] == "FOLLOWS_FROM"}
+                    found |= {
+                        ref["traceID"] for ref in span["references"] if ref["refType"] == "FOLLOWS_FROM"
+                    }
         return found
 
     ours = {trace_id for _, trace_id, _ in sent}
-    wait_until(lambda: len(linked() & ours) >= len(ours) * 0.9, timeout=30, what="store writes linked to requests")
+    wait_until(
+        lambda: len(linked() & ours) >= len(ours) * 0.9, timeout=30, what="store writes linked to requests"
+    )
     # The trace id is in the access line of each request.
     logged = {
         json.loads(line).get("trace_id") for line in server.logs().splitlines() if line.startswith('{"')
