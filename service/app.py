@@ -6,8 +6,10 @@ models and starts its own threads; nothing happens at import time.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import re
 import time
 
 import numpy as np
@@ -93,6 +95,12 @@ def _warm_up_decoding(app: Flask, settings: Settings) -> None:
     preprocess(png, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
 
 
+@functools.lru_cache(maxsize=512)
+def _route_label(rule: str) -> str:
+    """The route template for metrics and logs, without converter names ("<model:name>" -> "<name>")."""
+    return re.sub(r"<\w+:", "<", rule)
+
+
 def _allowed_origins(setting: str) -> set[str]:
     return {origin.strip() for origin in setting.split(",") if origin.strip()}
 
@@ -107,7 +115,7 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
         if tracing.ENABLED:
             rule = request.url_rule
             g.span = tracing.server_span(
-                f"{request.method} {rule.rule if rule is not None else 'unmatched'}",
+                f"{request.method} {_route_label(rule.rule) if rule is not None else 'unmatched'}",
                 request.headers,
                 **{
                     "http.request.method": request.method,
@@ -129,7 +137,8 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
         seconds = time.perf_counter() - started
         # Each `request.` goes through a context-local proxy: look things up once per request.
         rule, method, status = request.url_rule, request.method, response.status_code
-        metrics.observe_request(rule.rule if rule is not None else "unmatched", method, status, seconds)
+        route = _route_label(rule.rule) if rule is not None else None
+        metrics.observe_request(route or "unmatched", method, status, seconds)
         trace_id = None
         span = g.pop("span", None) if tracing.ENABLED else None
         if span is not None:
@@ -138,7 +147,7 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
             span.end(status, status >= 500)
         log_request(
             request_id=rid,
-            route=rule.rule if rule is not None else request.path,
+            route=route or request.path,
             method=method,
             status=status,
             latency_ms=seconds * 1000,

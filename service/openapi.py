@@ -120,13 +120,21 @@ _PAGE_LINKS = {
     for name, link in _ID_LINKS.items()
 }
 _BINARY = {"type": "string", "format": "binary"}
+# contentMediaType: OpenAPI 3.1's spelling of a file part (sent with a filename) in multipart bodies.
+_DIGIT_FILE = {
+    "type": "string",
+    "format": own.DIGIT_IMAGE,
+    "contentMediaType": "application/octet-stream",
+    "description": "An image file holding one digit",
+}
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/tiff", "image/webp")
 
 
 def _records_cursor() -> str:
     from service.api.records import CURSOR  # the pattern the handler checks, in ECMA spelling
 
-    return re.sub(r"\?P<\w+>", "", CURSOR)
+    # An empty `before` means "from the newest", as an absent one does.
+    return "^(?:" + re.sub(r"\?P<\w+>", "", CURSOR)[1:-1] + ")?$"
 
 
 def _own_operations() -> dict[tuple[str, str], Operation]:
@@ -148,14 +156,20 @@ def _own_operations() -> dict[tuple[str, str], Operation]:
         "type": "object",
         "properties": {
             "image": {
-                "anyOf": [_BINARY, {"type": "array", "items": _BINARY, "minItems": 1, "x-batch": True}]
+                "anyOf": [
+                    _DIGIT_FILE,
+                    {"type": "array", "items": _DIGIT_FILE, "minItems": 1, "x-batch": True},
+                ]
             },
-            "file": {**_BINARY, "description": "the field name older clients use"},
+            "file": {
+                **_DIGIT_FILE,
+                "description": "An image file holding one digit (older clients' field name)",
+            },
             "model": {"type": "string", EMPTY_OR_MODEL: True},
         },
         "anyOf": [{"required": ["image"]}, {"required": ["file"]}],
     }
-    image_body = {t: {"schema": _BINARY} for t in _IMAGE_TYPES}
+    image_body = {t: {"schema": _DIGIT_FILE} for t in _IMAGE_TYPES}
     return {
         ("/predict", "post"): Operation(
             "Predict",
@@ -269,7 +283,7 @@ def _tf_operations() -> dict[tuple[str, str], Operation]:
             "Model version status",
             f"tfModelStatus{tail}",
             json_body(ref(tfserving.ModelStatus), "OK"),
-            {404: "Unknown model or version"},
+            {404: "Unknown model or version", 405: "A ':' in the last name starts a method (POST only)"},
             flat=True,
             parameters=params,
         )

@@ -15,6 +15,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Fixture plugins, one file per concern (servers, Cassandra, ...).
 pytest_plugins = [
     "tests.fixtures.server",
+    "tests.fixtures.app",
     "tests.fixtures.cassandra",
     "tests.fixtures.image",
 ]

@@ -14,6 +14,7 @@ import requests
 from PIL import Image
 
 from service.data import load_mnist
+from tests.support.api import Reply
 
 # OpenAPI request/response shapes are checked against the service's own /openapi.json document.
 OPENAPI_TIMEOUT_S = 10
@@ -56,7 +57,9 @@ def digits(data_dir: Path, count: int, start: int = 0) -> list[Digit]:
     return [Digit(i, int(labels[i]), images[i]) for i in range(start, start + count)]
 
 
-def assert_own_error(response: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:
+def assert_own_error(
+    response: requests.Response | Reply, status: int, code: str | None = None
+) -> dict[str, Any]:
     """The own API's error shape: {"error": {"code", "message"}} with the expected status."""
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"].startswith("application/json")
@@ -68,7 +71,7 @@ def assert_own_error(response: requests.Response, status: int, code: str | None 
     return dict(body["error"])
 
 
-def assert_flat_error(response: requests.Response, status: int) -> str:
+def assert_flat_error(response: requests.Response | Reply, status: int) -> str:
     """TF Serving's and v2's error shape: {"error": "message"}."""
     assert response.status_code == status, response.text
     body = response.json()

@@ -1,4 +1,7 @@
-"""Bad input never gets a 500: each mistake gets its status and a JSON error that says what was wrong."""
+"""Bad input never gets a 500: each mistake gets its status and a JSON error that says what was wrong.
+
+In process (Flask's test client through the `api` fixture): these are validation and error-shape tests.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
+from flask import Flask
 
-from service.app import create_app, shutdown
 from service.settings import Settings
-from tests.fixtures.server import MODEL_DIR
+from tests.fixtures.app import running_app
 from tests.service_support import Digit, assert_flat_error, assert_own_error, digits, png_bytes
+from tests.support.api import Api
 
-pytestmark = pytest.mark.integration
-TIMEOUT = 30
 MAX_UPLOAD = Settings().max_upload_bytes
+
+
+@pytest.fixture
+def app(module_app: Flask) -> Flask:
+    """These tests only read what they send: one app serves the module."""
+    return module_app
 
 
 @pytest.fixture(scope="module")
@@ -30,56 +37,59 @@ def digit(mnist_data_dir: Path) -> Digit:
     return digits(mnist_data_dir, 1)[0]
 
 
-def test_an_empty_body_is_a_400(server) -> None:
+def test_an_empty_body_is_a_400(api: Api) -> None:
     for headers in ({}, {"Content-Type": "application/json"}, {"Content-Type": "image/png"}):
-        assert_own_error(requests.post(f"{server.url}/predict", headers=headers, timeout=TIMEOUT), 400)
+        assert_own_error(api.post("/predict", headers=headers), 400)
 
 
-def test_a_form_without_an_image_field_is_a_400(server, png: bytes) -> None:
-    r = requests.post(f"{server.url}/predict", files={"picture": png}, timeout=TIMEOUT)
+def test_a_form_without_an_image_field_is_a_400(api: Api, png: bytes) -> None:
+    r = api.post("/predict", files={"picture": png})
     assert "image" in assert_own_error(r, 400, "bad_input")["message"]
 
 
-def test_an_empty_upload_is_a_400(server) -> None:
-    assert_own_error(requests.post(f"{server.url}/predict", files={"image": b""}, timeout=TIMEOUT), 400)
+def test_an_empty_upload_is_a_400(api: Api) -> None:
+    assert_own_error(api.post("/predict", files={"image": b""}), 400)
 
 
-def test_bytes_that_are_not_an_image_are_a_400(server) -> None:
-    r = requests.post(
-        f"{server.url}/predict", files={"image": b"this is not a picture" * 10}, timeout=TIMEOUT
+def test_bytes_that_are_not_an_image_are_a_400(api: Api) -> None:
+    r = api.post(
+        "/predict",
+        files={"image": b"this is not a picture" * 10},
     )
     assert_own_error(r, 400, "bad_image")
 
 
-def test_a_truncated_image_is_a_400(server, png: bytes) -> None:
-    r = requests.post(f"{server.url}/predict", files={"image": png[: len(png) // 2]}, timeout=TIMEOUT)
+def test_a_truncated_image_is_a_400(api: Api, png: bytes) -> None:
+    r = api.post("/predict", files={"image": png[: len(png) // 2]})
     assert_own_error(r, 400, "bad_image")
 
 
-def test_a_blank_image_is_a_400_saying_no_digit(server) -> None:
-    r = requests.post(
-        f"{server.url}/predict", files={"image": png_bytes(np.zeros((28, 28), np.uint8))}, timeout=TIMEOUT
+def test_a_blank_image_is_a_400_saying_no_digit(api: Api) -> None:
+    r = api.post(
+        "/predict",
+        files={"image": png_bytes(np.zeros((28, 28), np.uint8))},
     )
     assert_own_error(r, 400, "no_digit_found")
 
 
-def test_a_body_over_the_byte_limit_is_a_413(server) -> None:
-    r = requests.post(
-        f"{server.url}/predict", files={"image": ("big.png", b"\0" * (MAX_UPLOAD + 1))}, timeout=TIMEOUT
+def test_a_body_over_the_byte_limit_is_a_413(api: Api) -> None:
+    r = api.post(
+        "/predict",
+        files={"image": b"\0" * (MAX_UPLOAD + 1)},
     )
     assert_own_error(r, 413, "too_large")
-    assert requests.get(f"{server.url}/healthz", timeout=TIMEOUT).status_code == 200
+    assert api.get("/healthz").status_code == 200
 
 
-def test_an_image_over_the_pixel_limit_is_a_413(server) -> None:
+def test_an_image_over_the_pixel_limit_is_a_413(api: Api) -> None:
     # 6000 x 5000 = 30 Mpx decodes past the 25 Mpx default, though the PNG itself is small.
     huge = png_bytes(np.zeros((5000, 6000), np.uint8))
     assert len(huge) < MAX_UPLOAD
-    assert_own_error(requests.post(f"{server.url}/predict", files={"image": huge}, timeout=TIMEOUT), 413)
+    assert_own_error(api.post("/predict", files={"image": huge}), 413)
 
 
-def test_invalid_base64_is_a_400(server) -> None:
-    r = requests.post(f"{server.url}/predict", json={"image": "not base64 !!!"}, timeout=TIMEOUT)
+def test_invalid_base64_is_a_400(api: Api) -> None:
+    r = api.post("/predict", json={"image": "not base64 !!!"})
     assert_own_error(r, 400, "bad_image")
 
 
@@ -114,23 +124,26 @@ def _pixels(value: object) -> str:
         ('{"pixels": ' + "[" * 900 + "0" + "]" * 900 + "}", "rectangular"),
     ],
 )
-def test_wrong_json_is_a_400_that_names_the_problem(server, body: str, fragment: str) -> None:
-    r = requests.post(
-        f"{server.url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=TIMEOUT
+def test_wrong_json_is_a_400_that_names_the_problem(api: Api, body: str, fragment: str) -> None:
+    r = api.post(
+        "/predict",
+        data=body,
+        headers={"Content-Type": "application/json"},
     )
     assert fragment in assert_own_error(r, 400)["message"]
 
 
-def test_an_unknown_model_is_a_404(server, digit: Digit) -> None:
-    r = requests.post(f"{server.url}/predict?model=resnet", json={"pixels": digit.unit}, timeout=TIMEOUT)
+def test_an_unknown_model_is_a_404(api: Api, digit: Digit) -> None:
+    r = api.post("/predict?model=resnet", json={"pixels": digit.unit})
     assert "resnet" in assert_own_error(r, 404, "unknown_model")["message"]
 
 
 @pytest.mark.parametrize("record_id", ["00000000-0000-4000-8000-000000000000", "not-a-uuid"])
-def test_an_unknown_record_is_a_404(server, record_id: str) -> None:
-    assert_own_error(requests.get(f"{server.url}/api/predictions/{record_id}", timeout=TIMEOUT), 404)
-    r = requests.post(
-        f"{server.url}/api/predictions/{record_id}/feedback", json={"label": 1}, timeout=TIMEOUT
+def test_an_unknown_record_is_a_404(api: Api, record_id: str) -> None:
+    assert_own_error(api.get(f"/api/predictions/{record_id}"), 404)
+    r = api.post(
+        f"/api/predictions/{record_id}/feedback",
+        json={"label": 1},
     )
     assert_own_error(r, 404)
 
@@ -138,12 +151,12 @@ def test_an_unknown_record_is_a_404(server, record_id: str) -> None:
 @pytest.mark.parametrize(
     "query", ["limit=0", "limit=100000", "limit=ten", "digit=10", "digit=x", "before=yesterday"]
 )
-def test_bad_history_queries_are_a_400(server, query: str) -> None:
-    assert_own_error(requests.get(f"{server.url}/api/predictions?{query}", timeout=TIMEOUT), 400, "bad_input")
+def test_bad_history_queries_are_a_400(api: Api, query: str) -> None:
+    assert_own_error(api.get(f"/api/predictions?{query}"), 400, "bad_input")
 
 
-def test_an_unknown_export_format_is_a_400(server) -> None:
-    r = requests.get(f"{server.url}/api/feedback/export?format=xlsx", timeout=TIMEOUT)
+def test_an_unknown_export_format_is_a_400(api: Api) -> None:
+    r = api.get("/api/feedback/export?format=xlsx")
     assert_own_error(r, 400, "bad_input")
 
 
@@ -151,28 +164,27 @@ def test_an_unknown_export_format_is_a_400(server) -> None:
     ("method", "path"),
     [("GET", "/predict"), ("PUT", "/predict"), ("DELETE", "/api/predictions"), ("POST", "/healthz")],
 )
-def test_a_wrong_method_is_a_405_with_allow(server, method: str, path: str) -> None:
-    r = requests.request(method, f"{server.url}{path}", timeout=TIMEOUT)
+def test_a_wrong_method_is_a_405_with_allow(api: Api, method: str, path: str) -> None:
+    r = api.request(method, path)
     assert_own_error(r, 405, "method_not_allowed")
     assert r.headers["Allow"]
 
 
-def test_an_unknown_route_is_a_json_404(server) -> None:
-    assert_own_error(requests.get(f"{server.url}/no/such/page", timeout=TIMEOUT), 404, "not_found")
+def test_an_unknown_route_is_a_json_404(api: Api) -> None:
+    assert_own_error(api.get("/no/such/page"), 404, "not_found")
 
 
-def test_tf_serving_and_v2_errors_have_their_flat_shape(server) -> None:
-    assert_flat_error(requests.get(f"{server.url}/v1/models/resnet", timeout=TIMEOUT), 404)
-    assert_flat_error(requests.post(f"{server.url}/v1/models/cnn:predict", data="{", timeout=TIMEOUT), 400)
-    assert_flat_error(requests.get(f"{server.url}/v2/models/resnet", timeout=TIMEOUT), 404)
-    assert_flat_error(requests.post(f"{server.url}/v2/models/cnn/infer", json={}, timeout=TIMEOUT), 400)
-    assert_flat_error(requests.get(f"{server.url}/v2/models/cnn/infer", timeout=TIMEOUT), 405)
+def test_tf_serving_and_v2_errors_have_their_flat_shape(api: Api) -> None:
+    assert_flat_error(api.get("/v1/models/resnet"), 404)
+    assert_flat_error(api.post("/v1/models/cnn:predict", data="{"), 400)
+    assert_flat_error(api.get("/v2/models/resnet"), 404)
+    assert_flat_error(api.post("/v2/models/cnn/infer", json={}), 400)
+    assert_flat_error(api.get("/v2/models/cnn/infer"), 405)
 
 
 def test_an_unexpected_exception_is_a_500_without_a_stack_trace(tmp_path: Path, caplog) -> None:
     """The error handler itself, in process: a route that fails in a way no input check foresaw."""
-    app = create_app(Settings(model_dir=MODEL_DIR, store_url=f"sqlite:///{tmp_path / 'p.db'}"))
-    try:
+    with running_app(tmp_path) as app:
 
         @app.get("/explode")
         def explode() -> str:
@@ -188,5 +200,3 @@ def test_an_unexpected_exception_is_a_500_without_a_stack_trace(tmp_path: Path, 
         assert "Traceback" not in r.get_data(as_text=True)
         failures = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "boom-1"]
         assert any(rec.exc_info for rec in failures)
-    finally:
-        shutdown(app, 5)

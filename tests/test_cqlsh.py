@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import requests
 
 from tests.conftest import missing
 from tests.fixtures.cassandra import CassandraNode
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +40,8 @@ def test_cqlsh_reads_a_prediction_the_service_wrote(
     record_id = uuid.UUID(answer["id"])
     columns = "id, model, version, digit, confidence"
     statement = f"SELECT {columns} FROM {cassandra_keyspace}.predictions WHERE id = {record_id}"
-    deadline = time.monotonic() + 30  # the write queue sends it to Cassandra just after the response
-    while cassandra_node.session().execute(statement).one() is None:
-        assert time.monotonic() < deadline, "the record did not reach Cassandra"
-        time.sleep(0.1)
+    # The write queue sends it to Cassandra just after the response.
+    wait_until(lambda: cassandra_node.session().execute(statement).one(), 30, "the record to reach Cassandra")
 
     credentials = tmp_path / "credentials"
     user, password = cassandra_node.username, cassandra_node.password

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from tests.fixtures.cassandra import CassandraNode
 from tests.fixtures.image import Container, ServiceImage, podman, resolve_env, run_args
 from tests.helm_tools import Rendered, render
 from tests.readback import read_back
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -164,10 +164,12 @@ def test_service_container_from_the_same_render_records_into_that_keyspace(
     read_back(server.url, made.json(), timeout_s=20)
     # The API also answers from the write-behind queue; the row itself must land in the Job's keyspace.
     query = f"SELECT digit FROM {keyspace}.predictions WHERE id = %s"
-    deadline = time.monotonic() + 20
-    while (row := cassandra_node.session().execute(query, [uuid.UUID(record_id)]).one()) is None:
-        assert time.monotonic() < deadline, f"prediction {record_id} never reached {keyspace}.predictions"
-        time.sleep(0.3)
+    row = wait_until(
+        lambda: cassandra_node.session().execute(query, [uuid.UUID(record_id)]).one(),
+        20,
+        f"prediction {record_id} to reach {keyspace}.predictions",
+        interval=0.3,
+    )
     assert row.digit == made.json()["digit"]
     readiness = requests.get(f"{server.url}/readyz", timeout=10).json()
     assert readiness["store"]["cassandra"] == "up"

@@ -21,6 +21,7 @@ from service.data import load_mnist
 from tests import dashboard
 from tests.conftest import free_port, require_binary
 from tests.service_support import png_bytes
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -104,16 +105,17 @@ def _ready(url: str) -> bool:
 
 
 def _until(check: Callable[[], bool], what: str, proc: subprocess.Popen, log: Path, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive_and(check_now: Callable[[], bool]) -> bool:
         if proc.poll() is not None:
             pytest.fail(
                 f"prometheus exited ({proc.returncode}) waiting for {what}:\n{log.read_text()[-3000:]}"
             )
-        if check():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        return check_now()
+
+    try:
+        wait_until(lambda: alive_and(check), timeout, what, interval=0.2)
+    except AssertionError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -248,16 +250,21 @@ def test_prometheus_counts_exactly_what_was_sent(scraped, mnist_data_dir: Path, 
         got["durations"] = {k: v for k, v in got["durations"].items() if k in predict_requests}
         return got
 
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        got = observed()
-        matches = all(
+    def matches(got: dict) -> bool:
+        return all(
             {tuple(k): int(v) for k, v in got[name].items()} == {tuple(k): v for k, v in want.items()}
             for name, want in expected.items()
         ) and got["durations"] == dict(predict_requests)
-        if matches or time.monotonic() > deadline:
-            break
-        time.sleep(SCRAPE_INTERVAL_S)
+
+    try:
+        got = wait_until(
+            lambda: got if matches(got := observed()) else None,
+            WAIT_S,
+            "Prometheus to have scraped what was sent",
+            interval=SCRAPE_INTERVAL_S,
+        )
+    except AssertionError:
+        got = observed()  # the asserts below say what differs
     for name, want in expected.items():
         assert {k: int(v) for k, v in got[name].items()} == want, f"{name}: Prometheus has {got[name]}"
     assert got["durations"] == dict(predict_requests)

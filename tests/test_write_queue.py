@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.store.queue import WriteQueue
 from service.store.sqlite import SqliteStore
+from tests.support.wait import wait_until
 from tests.test_store_contract import T0, make_record
 
 
@@ -105,9 +106,12 @@ def test_a_locked_store_is_retried_until_it_takes_the_records(tmp_path: Path) ->
     recs = [make_record(T0 + timedelta(milliseconds=i)) for i in range(20)]
     for rec in recs:
         q.put(rec)
-    deadline = time.monotonic() + 10
-    while sample(errors, backend="sqlite", operation="write") - before < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(
+        lambda: sample(errors, backend="sqlite", operation="write") - before >= 2,
+        10,
+        "two failed write attempts",
+        interval=0.01,
+    )
     assert sample(errors, backend="sqlite", operation="write") - before >= 2
     assert q.flush(timeout=0.05) is False
     blocker.execute("ROLLBACK")

@@ -61,6 +61,8 @@ def infer(
         state.models.get(model, version)  # an unknown model is a 404 before the body is read
     with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
         decoded = decode(state)
+    for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
+        state.models.get(named)
     chosen = model or getattr(decoded, "model", None)
     g.model = chosen or state.models.default
     result = state.infer(

@@ -163,7 +163,7 @@ def _cursor(value: str | None) -> tuple[datetime | None, uuid.UUID | None]:
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

@@ -1,6 +1,6 @@
 """TensorFlow Serving's REST API (v1), so clients written for TF Serving work unchanged.
 
-Errors are {"error": "..."} like TF Serving's. Model names in these paths exclude ':', so
+Errors are {"error": "..."} like TF Serving's. A name or version that ends a path excludes ':', so
 `GET /v1/models/cnn:predict` is a 405 (only POST serves it), not a status request for a model "cnn:predict".
 """
 
@@ -18,7 +18,7 @@ from service.types import tfserving as types
 
 
 class ModelName(BaseConverter):
-    """A model name in a TF Serving path: no '/' and no ':' (':' starts the method, as in ':predict')."""
+    """A model name or version in a TF Serving path: no '/' and no ':' (':' starts the method, ':predict')."""
 
     regex = "[^/:]+"
 
@@ -29,15 +29,15 @@ errors.register_flat(bp)
 
 
 @bp.get("/<model:name>")
-@bp.get("/<model:name>/versions/<version>")
+@bp.get("/<name>/versions/<model:version>")
 def model_status(name: str, version: str | None = None) -> Response:
     """GetModelStatus: the served version and its state."""
     model = current().models.get(name, version)
     return json_response(types.status(model.version).model_dump_json().encode())
 
 
-@bp.get("/<model:name>/metadata")
-@bp.get("/<model:name>/versions/<version>/metadata")
+@bp.get("/<name>/metadata")
+@bp.get("/<name>/versions/<version>/metadata")
 def model_metadata(name: str, version: str | None = None) -> Response:
     """GetModelMetadata: the serving signature (input image, output probabilities)."""
     model = current().models.get(name, version)
@@ -45,7 +45,7 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 
 
 @bp.post("/<model:name>:predict")
-@bp.post("/<model:name>/versions/<version>:predict")
+@bp.post("/<name>/versions/<model:version>:predict")
 def predict(name: str, version: str | None = None) -> Response:
     """Predict: {"instances": [...]} -> {"predictions": [[10 probabilities], ...]}."""
     decoded, result = infer("tfserving", _decode, name, version)
@@ -57,7 +57,7 @@ def _decode(state: ServiceState) -> tfserving.TFRequest:
 
 
 @bp.post("/<model:name>:<verb>")
-@bp.post("/<model:name>/versions/<version>:<verb>")
+@bp.post("/<name>/versions/<model:version>:<verb>")
 def unsupported(name: str, verb: str, version: str | None = None) -> Response:
     """classify and regress need a classification signature, which these models do not export."""
     current().models.get(name, version)

@@ -34,12 +34,16 @@ _PREDICTIONS = TypeAdapter(list[Prediction])
 
 @dataclass(frozen=True)
 class OwnRequest:
-    """Decoded /predict input: float32 [n, 28, 28], the uploads (None for pixels), list or not, model."""
+    """Decoded /predict input: float32 [n, 28, 28], the uploads (None for pixels), list or not, model.
+
+    `model` is the first model the body names; `named` every one, since each must be a served model.
+    """
 
     images: np.ndarray
     uploads: list[Upload | None]
     many: bool
     model: str | None
+    named: tuple[str, ...] = ()
 
 
 def decode_files(files: list[bytes], model: str | None, limits: Limits) -> OwnRequest:
@@ -47,7 +51,7 @@ def decode_files(files: list[bytes], model: str | None, limits: Limits) -> OwnRe
     if not files:
         raise BadInput("no image: send the picture in a multipart field named 'image'")
     images, uploads = decode_images(files, limits)
-    return OwnRequest(images, uploads, len(files) > 1, model or None)
+    return OwnRequest(images, uploads, len(files) > 1, model or None, (model,) if model else ())
 
 
 def decode_body(body: bytes, mimetype: str, limits: Limits) -> OwnRequest:
@@ -69,11 +73,12 @@ def decode_json(doc: Any, limits: Limits) -> OwnRequest:
     limits.check_count(len(items))
     arrays: list[np.ndarray] = []
     uploads: list[Upload | None] = []
-    model: str | None = None
+    named: list[str] = []
     for index, item in enumerate(items):
         where = f"item {index}" if many else "body"
         kind = _kind(item, where)
-        model = model or _model_field(item, where)
+        if model := _model_field(item, where):
+            named.append(model)
         if kind == "pixels":
             what = f"{where}: pixels"
             array = as_array(item["pixels"], what=what)
@@ -95,7 +100,7 @@ def decode_json(doc: Any, limits: Limits) -> OwnRequest:
         raise BadInput("no images given")
     images = np.concatenate(arrays)
     limits.check_count(len(images))
-    return OwnRequest(images, uploads, many, model)
+    return OwnRequest(images, uploads, many, named[0] if named else None, tuple(named))
 
 
 def _kind(item: Any, where: str) -> str:

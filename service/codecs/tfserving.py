@@ -19,6 +19,8 @@ from service.tensors import as_array, images_from_json, is_image_shape, to_batch
 from service.types.batch import Inference
 from service.types.tfserving import INPUT_NAME, ColumnResponse, RowResponse
 
+_FIELDS = {"signature_name", "instances", "inputs"}
+
 
 @dataclass(frozen=True)
 class TFRequest:
@@ -29,6 +31,12 @@ class TFRequest:
 def decode(body: bytes, limits: Limits) -> TFRequest:
     """A predict request body -> the images, and which format to answer in."""
     doc = read_object(body, what="the JSON body", empty="JSON body is empty")
+    unknown = set(doc) - _FIELDS
+    if unknown:
+        raise BadInput(f"unknown field(s) {sorted(unknown)}; a predict request has {sorted(_FIELDS)}")
+    signature = doc.get("signature_name")
+    if signature is not None and not isinstance(signature, str):
+        raise BadInput("'signature_name' must be text")
     if "instances" in doc and "inputs" in doc:
         raise BadInput("send either 'instances' (row format) or 'inputs' (columnar), not both")
     if "instances" in doc:

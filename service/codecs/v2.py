@@ -281,9 +281,7 @@ def encode(result: Inference, request: V2Request) -> tuple[bytes, int | None]:
             if datatype == CLASSIFICATION_TYPE:
                 values = [value.decode() for value in values]
             outputs.append(
-                OutputTensor.model_construct(
-                    name=wanted.name, datatype=datatype, shape=list(array.shape), data=values
-                )
+                OutputTensor(name=wanted.name, datatype=datatype, shape=list(array.shape), data=values)
             )
     answer = InferResponse(
         model_name=result.model, model_version=result.version, id=request.id, outputs=outputs

@@ -26,7 +26,17 @@ OneImage = Image2D | Image3D | Flat
 Batch2D = Annotated[list[Image2D], Field(min_length=1, json_schema_extra=BATCH)]
 Batch3D = Annotated[list[Image3D], Field(min_length=1, json_schema_extra=BATCH)]
 BatchFlat = Annotated[list[Flat], Field(min_length=1, json_schema_extra=BATCH)]
-Base64 = Annotated[str, Field(description="An image file (PNG, JPEG, ...) as base64, or a data: URL")]
+# Custom formats: an image file that holds one digit (JSON Schema cannot say "decodes and holds a digit";
+# tests/schemathesis_hooks.py generates such files for these format names).
+DIGIT_IMAGE = "digit-image"
+DIGIT_IMAGE_BASE64 = "digit-image-base64"
+Base64 = Annotated[
+    str,
+    Field(
+        description="An image file (PNG, JPEG, ...) holding one digit, as base64 or a data: URL",
+        json_schema_extra={"format": DIGIT_IMAGE_BASE64},
+    ),
+]
 ModelName = Annotated[
     str,
     Field(description="A served model (empty: the default)", json_schema_extra={"x-models-or-empty": True}),

@@ -19,11 +19,24 @@ class B64(BaseModel):
     b64: Base64
 
 
-Instance = OneImage | B64
-NamedInstance = Annotated[
-    dict[str, Instance], Field(min_length=1, max_length=1, description="{<input name>: instance}")
-]
-Instances = Annotated[list[Instance | NamedInstance], Field(min_length=1, json_schema_extra=BATCH)]
+_NAMED = {"description": "{<input name>: instance}"}
+Named2D = Annotated[dict[str, Image2D], Field(min_length=1, max_length=1, json_schema_extra=_NAMED)]
+Named3D = Annotated[dict[str, Image3D], Field(min_length=1, max_length=1, json_schema_extra=_NAMED)]
+NamedFlat = Annotated[dict[str, Flat], Field(min_length=1, max_length=1, json_schema_extra=_NAMED)]
+NamedAny = Annotated[dict[str, OneImage | B64], Field(min_length=1, max_length=1, json_schema_extra=_NAMED)]
+# Numbers-only lists are one tensor, so every instance has the same layout; with an image file among them
+# each instance is read on its own, and layouts may mix.
+_FILE = {"$ref": "#/components/schemas/B64"}
+_WITH_FILES = {
+    "contains": {"anyOf": [_FILE, {"type": "object", "minProperties": 1, "additionalProperties": _FILE}]},
+    **BATCH,
+}
+Instances = (
+    Annotated[list[Image2D | Named2D], Field(min_length=1, json_schema_extra=BATCH)]
+    | Annotated[list[Image3D | Named3D], Field(min_length=1, json_schema_extra=BATCH)]
+    | Annotated[list[Flat | NamedFlat], Field(min_length=1, json_schema_extra=BATCH)]
+    | Annotated[list[OneImage | B64 | NamedAny], Field(min_length=1, json_schema_extra=_WITH_FILES)]
+)
 Columnar = (
     OneImage
     | Annotated[list[Image2D], Field(min_length=1, json_schema_extra=BATCH)]
@@ -35,6 +48,7 @@ Columnar = (
 class RowRequest(BaseModel):
     """Row format: one instance per image."""
 
+    model_config = ConfigDict(extra="forbid")
     signature_name: str | None = None
     instances: Instances
 
@@ -42,6 +56,7 @@ class RowRequest(BaseModel):
 class ColumnRequest(BaseModel):
     """Columnar format: the batch as one tensor, optionally under the input's name."""
 
+    model_config = ConfigDict(extra="forbid")
     signature_name: str | None = None
     inputs: Columnar | Annotated[dict[str, Columnar], Field(min_length=1, max_length=1)]
 

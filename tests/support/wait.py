@@ -1,4 +1,4 @@
-"""One way to wait in a test: poll a condition until it holds or a deadline passes, then say what never did."""
+"""One way to wait in a test: poll a condition until it holds or a deadline passes, naming what never did."""
 
 from __future__ import annotations
 
