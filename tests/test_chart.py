@@ -569,3 +569,18 @@ def test_grpc_port_is_exposed_and_can_be_turned_off() -> None:
     assert [p["name"] for p in container["ports"]] == ["http"]
     assert off.one("ConfigMap", "api")["data"]["MNIST_GRPC_PORT"] == "0"
     assert [p["port"] for p in off.one("NetworkPolicy", "api")["spec"]["ingress"][0]["ports"]] == ["http"]
+
+
+def test_tracing_values_set_the_standard_otel_variables() -> None:
+    """Off by default (no OTEL_* at all); an endpoint turns it on with the sampler and service name."""
+    (off,) = render().one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not [e for e in off.get("env", []) if e["name"].startswith("OTEL_")]
+    endpoint = "http://otel-collector.observability:4317"
+    on = render(sets={"tracing.otlpEndpoint": endpoint, "tracing.samplerArg": "0.5"})
+    (container,) = on.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert env["OTEL_SERVICE_NAME"] == "mnist-service"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.5"
+    assert env["OTEL_EXPORTER_OTLP_INSECURE"] == "true"
