@@ -4,7 +4,7 @@
 #   podman run --rm -p 8000:8000 -p 8001:8001 --read-only --tmpfs /tmp --tmpfs /var/lib/mnist:U --tmpfs /var/spool/mnist:U \
 #     --tmpfs /run/prometheus:U localhost/mnist-service:0.1.0
 #
-# Everything is configured by MNIST_* environment variables (see README "Configuration").
+# Everything is configured by MNIST_* environment variables (see docs/configuration.md).
 
 # Any Debian-based image with python3 (>= 3.11) and its venv module: the official slim image by default;
 # `make image` passes a local debootstrap Debian instead.

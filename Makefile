@@ -7,7 +7,7 @@ export MNIST_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shar
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test lint format bench train evaluate manifests image image-test tools \
+.PHONY: help install run serve test lint format bench train evaluate manifests image image-test cassandra-image tools \
         cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean
 
 help: ## List the targets
@@ -40,7 +40,7 @@ format: install ## Apply ruff's formatting and safe fixes
 bench: install ## Load-test the real server with wrk and write BENCHMARKS.md
 	$(BIN)/python scripts/bench.py
 
-train: install ## Train both models into models/ (see README for the exact commands)
+train: install ## Train both models into models/ (see docs/models.md for the exact commands)
 	$(BIN)/mnist train --model softmax
 	$(BIN)/mnist train --model cnn
 
@@ -70,6 +70,9 @@ manifests: tools ## Regenerate k8s/ plain manifests from the Helm chart
 
 image: ## Build the container image with podman on a local debootstrap base
 	scripts/build-image.sh
+
+cassandra-image: ## Build localhost/mnist-cassandra:<version> (the official image's contract) with podman
+	scripts/build-cassandra-image.sh
 
 image-test: install ## Build the image, run it read-only, predict, /metrics, SIGTERM (part of `make test`)
 	$(BIN)/pytest tests/test_image.py

@@ -617,6 +617,18 @@ def grpc_section(report: Report) -> list[str]:
     return lines
 
 
+# BENCHMARKS.md from this heading on holds figures other scripts measured (model latency, preprocessing,
+# Cassandra); a bench run rewrites everything above it and keeps that part as it is.
+BY_HAND = "## Measured by other scripts"
+
+
+def kept_by_hand(path: Path) -> str:
+    """The hand-maintained tail of the previous report, or "" when there is none."""
+    text = path.read_text() if path.is_file() else ""
+    start = text.find(f"\n{BY_HAND}\n")
+    return "\n" + text[start + 1 :] if start >= 0 else ""
+
+
 def render(report: Report) -> str:
     s = report.settings
     lines = [
@@ -956,7 +968,7 @@ def main() -> None:
     log(f"write path: {report.writes}")
 
     report.loadavg_after = Path("/proc/loadavg").read_text().split()[:3]
-    args.out.write_text(render(report))
+    args.out.write_text(render(report) + kept_by_hand(args.out))
     log(f"wrote {args.out}")
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -11,6 +11,7 @@
 #   scripts/cassandra.sh stop-node N    stop node N of the cluster (1..3); cluster-up starts it again
 #   scripts/cassandra.sh status         which nodes run, and where
 #   scripts/cassandra.sh wipe           stop everything and delete all data
+#   scripts/cassandra.sh classpath      resolve the jars (once) and print their classpath (the image build uses it)
 #
 # Environment: CASSANDRA_VERSION (5.0.9), CASSANDRA_STATE (./var/cassandra), CASSANDRA_HEAP (1G; 512M per
 # cluster node), CASSANDRA_PORT (CQL, 9042), CASSANDRA_STORAGE_PORT (between nodes, 7000),
@@ -28,6 +29,7 @@ COMMITLOG_SYNC="${CASSANDRA_COMMITLOG_SYNC:-batch}"
 START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 CLASSPATH_FILE="$CACHE/cassandra-$VERSION.classpath"
+JVM_OPTIONS_FILE="$ROOT/images/cassandra/conf/jvm17-server.options"
 
 log() { echo "cassandra: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -185,41 +187,12 @@ start_node() {
   local classpath jamm
   classpath="$dir/conf:$(cat "$CLASSPATH_FILE")"
   jamm="$(tr : '\n' <"$CLASSPATH_FILE" | grep '/jamm-[^/]*\.jar$' | head -1)"
-  # The JPMS and GC flags are those of Cassandra 5.0's conf/jvm17-server.options and jvm-server.options;
-  # AlwaysPreTouch is left out because it only slows a small test node's start.
+  # The JPMS, GC and JVM flags: one file for these nodes and the mnist-cassandra image.
+  local jvm_flags
+  mapfile -t jvm_flags < <(grep -E '^-' "$JVM_OPTIONS_FILE")
   local opts=(
-    -ea -da:net.openhft... -Xss256k -XX:+UseThreadPriorities -XX:+HeapDumpOnOutOfMemoryError
-    -XX:HeapDumpPath="$dir/logs" -XX:+UseTLAB -XX:+ResizeTLAB -XX:+PerfDisableSharedMem
-    -Djava.net.preferIPv4Stack=true
-    -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
-    -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
-    -Djdk.attach.allowAttachSelf=true
-    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
-    --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
-    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
-    --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
-    --add-exports java.sql/java.sql=ALL-UNNAMED
-    --add-exports java.base/java.lang.ref=ALL-UNNAMED
-    --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
-    --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
-    --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
-    --add-opens java.base/java.lang.module=ALL-UNNAMED
-    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
-    --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
-    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
-    --add-opens java.base/jdk.internal.math=ALL-UNNAMED
-    --add-opens java.base/jdk.internal.module=ALL-UNNAMED
-    --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
-    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
-    --add-opens java.base/sun.nio.ch=ALL-UNNAMED
-    --add-opens java.base/java.io=ALL-UNNAMED
-    --add-opens java.base/java.lang.reflect=ALL-UNNAMED
-    --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
-    --add-opens java.base/java.lang=ALL-UNNAMED
-    --add-opens java.base/java.util=ALL-UNNAMED
-    -Dio.netty.tryReflectionSetAccessible=true
-    -Dio.netty.allocator.useCacheForAllThreads=true
-    -Dio.netty.allocator.maxOrder=11
+    "${jvm_flags[@]}"
+    -XX:HeapDumpPath="$dir/logs"
     "-Xms$heap" "-Xmx$heap"
     -javaagent:"$jamm"
     -Dcassandra.config="file://$dir/conf/cassandra.yaml"
@@ -363,6 +336,10 @@ case "${1:-}" in
     stop_node "$(node_dir "node$2")" TERM
     ;;
   status) cmd_status ;;
+  classpath)
+    resolve_classpath
+    cat "$CLASSPATH_FILE"
+    ;;
   wipe)
     stop_node "$(node_dir single)" TERM
     for n in 3 2 1; do stop_node "$(node_dir "node$n")" TERM; done

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from service.store.base import PredictionRecord
-from service.store.cassandra import CassandraStore
-from service.store.cassandra_url import parse_url
+from service.store.cassandra.url import parse_url
+from service.store.factory import spooled_cassandra
 
 
 def records(n: int) -> list[PredictionRecord]:
@@ -56,9 +56,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as spool:
         from dataclasses import replace
 
-        store = CassandraStore(replace(config, spool_dir=Path(spool)))
-        if store._stmts is None:
-            raise SystemExit(f"Cassandra at {config.endpoint} is not reachable: {store.last_error}")
+        store = spooled_cassandra(replace(config, spool_dir=Path(spool)))
+        if store.inner._stmts is None:
+            raise SystemExit(f"Cassandra at {config.endpoint} is not reachable: {store.inner.last_error}")
         try:
             warm = records(200)
             store.record_many(warm)
@@ -79,7 +79,7 @@ def main() -> None:
             print(f"record_many(): {len(batch)} records in {seconds:.1f} s = {rate:.0f} records/s "
                   f"(max_in_flight {config.max_in_flight}); spooled: {store.spool.depth}")  # fmt: skip
         finally:
-            session = store._stmts.session if store._stmts else None
+            session = store.inner._stmts.session if store.inner._stmts else None
             if session is not None:
                 session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
             store.close()

@@ -25,6 +25,7 @@ from service.preprocess import preprocess
 from service.settings import Settings
 from service.state import ServiceState
 from service.store.factory import open_store
+from service.store.peers import WriteNotices
 from service.store.queue import WriteQueue
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     models = ModelRegistry.load(settings)
     store = open_store(settings)
-    writes = WriteQueue(store, settings.write_queue_size).start()
+    # The workers of one server share the spool folder: their write notices meet there.
+    notices = WriteNotices.open(settings.spool_dir)
+    writes = WriteQueue(store, settings.write_queue_size, notices=notices).start()
     app.extensions[EXTENSION] = ServiceState(settings, models, store, writes)
 
     for blueprint in BLUEPRINTS:
@@ -55,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         "serving %s (default %s), store %s",
         ", ".join(f"{m.name} v{m.version}" for m in models.models.values()),
         models.default,
-        getattr(store, "backend", type(store).__name__),
+        store.backend,
     )
     return app
 

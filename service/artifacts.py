@@ -1,8 +1,15 @@
-"""The on-disk model artifact: `models/<name>/<version>/` with integer versions, like TF Serving."""
+"""The on-disk model artifact: `models/<name>/<version>/` with integer versions, like TF Serving.
+
+The only module that knows the layout: `write_artifact` writes a version (atomically: a staging folder,
+renamed when complete), `load_artifact` / `discover` / `latest` read them back.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +21,10 @@ TFLITE = "model.tflite"
 KERAS = "model.keras"
 TRAINING_PLOT = "training.png"
 CONFUSION_PLOT = "confusion.png"
+MODEL_FILES = (KERAS, TFLITE)  # listed in metadata.json with size and sha256
+STAGING_PREFIX = ".staging-"  # a version being written; never served (not an integer folder name)
+
+FileWriter = Callable[[Path], object]  # writes one file of the artifact at the path it is given
 
 
 class ArtifactError(Exception):
@@ -64,6 +75,39 @@ def load_artifact(path: Path) -> Artifact:
     return Artifact(
         name=str(metadata["name"]), version=str(metadata["version"]), path=path, metadata=metadata
     )
+
+
+def write_artifact(
+    model_dir: Path, name: str, version: str, metadata: Mapping[str, Any], files: Mapping[str, FileWriter]
+) -> Artifact:
+    """Write `model_dir/name/version`: each of `files` by its writer, then metadata.json (with name, version
+    and the model files' sizes and hashes); the version appears complete or not at all."""
+    final = Path(model_dir) / name / version
+    if final.exists():
+        raise ArtifactError(f"{final} exists already: a version is never overwritten")
+    staging = final.with_name(f"{STAGING_PREFIX}{version}")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
+    staging.mkdir(parents=True)
+    try:
+        for filename, write in files.items():
+            write(staging / filename)
+        if not (staging / TFLITE).is_file():
+            raise ArtifactError(f"an artifact needs {TFLITE}; the writers made {sorted(files)}")
+        document = {
+            "name": name,
+            "version": version,
+            **metadata,
+            "files": {f: _file_info(staging / f) for f in MODEL_FILES if (staging / f).is_file()},
+        }
+        (staging / METADATA).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return load_artifact(final)
+
+
+def _file_info(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def discover(model_dir: Path) -> dict[str, list[Artifact]]:

@@ -10,7 +10,7 @@ import click
 from service import __version__
 
 if TYPE_CHECKING:
-    from service.store.cassandra_url import CassandraConfig
+    from service.store.cassandra.url import CassandraConfig
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,7 +130,7 @@ def evaluate(path: Path, data_dir: Path | None, threads: int) -> None:
     "--threads", type=click.IntRange(min=1), default=None, help="Threads per worker [MNIST_THREADS]."
 )
 def serve(host: str | None, port: int | None, workers: int | None, threads: int | None) -> None:
-    """Serve the models under gunicorn (configuration from MNIST_* variables; see README)."""
+    """Serve the models under gunicorn (configuration from MNIST_* variables; see docs/configuration.md)."""
     import os
     import sys
 
@@ -226,7 +226,7 @@ _url_option = click.option("--url", default=None, help="Store URL [default: MNIS
 def _cassandra_config(url: str | None) -> CassandraConfig | None:
     """The Cassandra config from --url or the settings; None (with a note) for a SQLite URL."""
     from service.settings import Settings
-    from service.store.cassandra_url import BadStoreUrl, CassandraConfig
+    from service.store.cassandra.url import BadStoreUrl, CassandraConfig
 
     settings = Settings()
     url = url or settings.store_url
@@ -250,8 +250,8 @@ def _cassandra_config(url: str | None) -> CassandraConfig | None:
 def db_init(url: str | None, replication: str | None, timeout: float, print_only: bool) -> None:
     """Create the keyspace and tables (idempotent; safe from many pods at once) and wait for agreement."""
     from service.db import DbError, init
-    from service.store.cassandra_schema import statements
-    from service.store.cassandra_url import BadStoreUrl, Replication
+    from service.store.cassandra.schema import statements
+    from service.store.cassandra.url import BadStoreUrl, Replication
 
     config = _cassandra_config(url)
     if config is None:

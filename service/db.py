@@ -14,9 +14,9 @@ from typing import Any
 from cassandra import AuthenticationFailed, DriverException
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 
-from service.store import cassandra_schema
-from service.store.cassandra_session import make_cluster
-from service.store.cassandra_url import CassandraConfig, Replication
+from service.store.cassandra import schema as cassandra_schema
+from service.store.cassandra.session import make_cluster
+from service.store.cassandra.url import CassandraConfig, Replication
 
 COUNTED_TABLES = ("predictions", "labels", "history_hours")
 

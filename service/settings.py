@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; each field is the env var `MNIST_<FIELD>` (see README)."""
+    """Every knob of the service; each field is the env var `MNIST_<FIELD>` (see docs/configuration.md)."""
 
     model_config = SettingsConfigDict(env_prefix="MNIST_", extra="ignore")
 

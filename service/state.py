@@ -121,18 +121,8 @@ class ServiceState:
             )
 
     def find(self, rid: uuid.UUID) -> PredictionRecord:
-        """The record, also when it is still on its way to the store (in this worker's queue or another's).
-
-        The sleep-poll below is the one place a read waits for another worker's write; the store branch's
-        `WriteQueue.await_written` replaces it.
-        """
-        rec = self.writes.pending(rid) or self.store.get(rid)
-        deadline = time.monotonic() + PENDING_WRITE_GRACE_S
-        delay = 0.005
-        while rec is None and time.monotonic() < deadline:
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-            rec = self.store.get(rid)
+        """The record, also when it is still on its way to the store (in this worker's queue or another's)."""
+        rec = self.writes.find(rid, PENDING_WRITE_GRACE_S)
         if rec is None:
             raise NotFound(f"no prediction with id {rid}")
         return rec
@@ -140,9 +130,9 @@ class ServiceState:
     def label(self, rid: uuid.UUID, label: int) -> PredictionRecord:
         """Store the true digit of a record; returns the record as it was predicted."""
         rec = self.find(rid)
-        # A record still in this worker's write queue is not in the store yet: flush, then label it.
+        # A record still in this worker's write queue is not in the store yet: wait until it is, then label.
         if not self.store.set_label(rid, label) and not (
-            self.writes.flush(PENDING_WRITE_GRACE_S) and self.store.set_label(rid, label)
+            self.writes.await_written(rid, PENDING_WRITE_GRACE_S) and self.store.set_label(rid, label)
         ):
             raise NotFound(f"prediction {rid} is not in the store yet; try again in a moment")
         metrics.observe_feedback(rec.model, rec.digit, label)

@@ -1,4 +1,5 @@
-"""Training: fixed per-model recipes, deterministic runs, and writing the artifact `models/<name>/<version>/`.
+"""Training: fixed per-model recipes and deterministic runs, in three steps (`fit`, `export`, `evaluate`);
+`artifacts.write_artifact` then writes `models/<name>/<version>/`.
 
 No model selection on the test set: each recipe is a fixed schedule run to its last epoch, and the last
 weights are shipped. The test set is scored every epoch only to draw training.png.
@@ -6,13 +7,10 @@ weights are shipped. The test set is scored every epoch only to draw training.pn
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import time
@@ -83,6 +81,27 @@ RECIPES = {
 }
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A trained model (without its augmentation layers) and what its training recorded."""
+
+    model: Any  # keras.Model
+    recipe: Recipe
+    history: dict[str, list[float]]  # per-epoch loss/accuracy, on the training and the test set
+    train_images: int
+    seconds: float
+    cpu_seconds: float  # of all threads: with other jobs on the machine, wall time alone overstates the cost
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The model and its TFLite export scored on the test set; the export's figures are the ones shipped."""
+
+    keras_accuracy: float
+    tflite_accuracy: float
+    confusion: np.ndarray  # int64 [10, 10]: true digit x the export's answer
+
+
 def train(
     name: str,
     *,
@@ -94,22 +113,49 @@ def train(
     limit: int | None = None,
     command: str = "",
 ) -> artifacts.Artifact:
-    """Train `name` with its recipe (epochs, batch size overridable); write and return the new artifact."""
+    """Train `name` with its recipe (epochs, batch size overridable): fit, export, evaluate, write."""
     mnist = load_mnist(data_dir)  # before importing TensorFlow: a data problem is reported in a blink
     commit = _git_commit()  # now, not at the end: the checkout may move on while training runs
+    recipe = Recipe(**{**asdict(RECIPES[name]), **_overrides(epochs=epochs, batch_size=batch_size)})
+    x_train, y_train = _inputs(mnist.train_images[:limit]), mnist.train_labels[:limit]
+    x_test, y_test = _inputs(mnist.test_images), mnist.test_labels
 
+    fitted = fit(name, recipe, (x_train, y_train), (x_test, y_test), seed)
+    tflite = export(fitted.model)
+    evaluation = evaluate(fitted.model, tflite, x_test, y_test)
+
+    version = str(artifacts.next_version(out_dir, name))
+    title = f"{name} v{version}: test accuracy {evaluation.tflite_accuracy:.2%}"
+    return artifacts.write_artifact(
+        out_dir,
+        name,
+        version,
+        _metadata(fitted, evaluation, command=command, commit=commit, seed=seed, data_sha256=mnist.sha256),
+        {
+            artifacts.KERAS: fitted.model.save,
+            artifacts.TFLITE: lambda path: path.write_bytes(tflite),
+            artifacts.TRAINING_PLOT: lambda path: plots.training_curves(fitted.history, title, path),
+            artifacts.CONFUSION_PLOT: lambda path: plots.confusion_matrix(evaluation.confusion, title, path),
+        },
+    )
+
+
+def fit(
+    name: str,
+    recipe: Recipe,
+    train_set: tuple[np.ndarray, np.ndarray],
+    test_set: tuple[np.ndarray, np.ndarray],
+    seed: int,
+) -> Fitted:
+    """Train a fresh `name` model on float32 images and digit labels, deterministically for `seed`."""
     import keras
     import tensorflow as tf
 
     from service.models import ARCHITECTURES
 
-    recipe = RECIPES[name]
-    recipe = Recipe(**{**asdict(recipe), **_overrides(epochs=epochs, batch_size=batch_size)})
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-    x_train, y_train = _inputs(mnist.train_images[:limit]), mnist.train_labels[:limit]
-    x_test, y_test = _inputs(mnist.test_images), mnist.test_labels
+    (x_train, y_train), (x_test, y_test) = train_set, test_set
 
     model = ARCHITECTURES[name]()
     trainer = _with_augmentation(model, recipe, seed)
@@ -137,78 +183,94 @@ def train(
         validation_batch_size=1000,
         verbose=1,
     )
-    training_seconds = time.perf_counter() - started
-    # CPU seconds of all threads: with other jobs on the machine, wall time alone overstates the cost.
-    training_cpu_seconds = time.process_time() - cpu_started
+    return Fitted(
+        model=model,
+        recipe=recipe,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        train_images=len(x_train),
+        seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu_started,
+    )
 
+
+def export(model: Any) -> bytes:
+    """The model as a TFLite flatbuffer: a SavedModel (serving signature, inference mode), converted."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        return bytes(tf.lite.TFLiteConverter.from_saved_model(tmp).convert())
+
+
+def evaluate(model: Any, tflite: bytes, x_test: np.ndarray, y_test: np.ndarray) -> Evaluation:
+    """Score the Keras model and its export; `TrainingError` when they disagree (then nothing ships)."""
     keras_predictions = model.predict(x_test, batch_size=1000, verbose=0).argmax(axis=1)
     keras_accuracy = float(np.mean(keras_predictions == y_test))
-
-    version = artifacts.next_version(out_dir, name)
-    staging = Path(out_dir) / name / f".staging-{version}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        model.save(staging / artifacts.KERAS)
-        (staging / artifacts.TFLITE).write_bytes(_to_tflite(model))
-        tflite = TFLiteModel.load(staging / artifacts.TFLITE)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / artifacts.TFLITE
+        path.write_bytes(tflite)
+        exported = TFLiteModel.load(path)
         predictions = np.concatenate(
-            [tflite.predict(x_test[i : i + 1000]).argmax(axis=1) for i in range(0, len(x_test), 1000)]
+            [exported.predict(x_test[i : i + 1000]).argmax(axis=1) for i in range(0, len(x_test), 1000)]
         )
-        tflite_accuracy = float(np.mean(predictions == y_test))
-        if abs(tflite_accuracy - keras_accuracy) > MAX_EXPORT_DRIFT:
-            raise TrainingError(
-                f"TFLite export scores {tflite_accuracy:.4%}, Keras model {keras_accuracy:.4%}: not shipped"
-            )
-        confusion = np.zeros((10, 10), dtype=np.int64)
-        np.add.at(confusion, (y_test, predictions), 1)
-        history_lists = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-        metadata = {
-            "name": name,
-            "version": str(version),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": command,
-            "git_commit": commit,
-            "seed": seed,
-            "epochs": recipe.epochs,
-            "batch_size": recipe.batch_size,
-            "train_images": len(x_train),
-            "training_seconds": round(training_seconds, 1),
-            "seconds_per_epoch": round(training_seconds / recipe.epochs, 1),
-            "training_cpu_seconds": round(training_cpu_seconds, 1),
-            "test_accuracy": tflite_accuracy,
-            "keras_test_accuracy": keras_accuracy,
-            "per_class_accuracy": {str(d): float(confusion[d, d] / confusion[d].sum()) for d in range(10)},
-            "confusion_matrix": confusion.tolist(),
-            "parameters": int(model.count_params()),
-            "thresholds": {"min_accuracy": recipe.min_accuracy},
-            "recipe": asdict(recipe),
-            "history": history_lists,
-            "input": {
-                "dtype": "float32",
-                "shape": [None, 28, 28],
-                "range": [0.0, 1.0],
-                "meaning": "MNIST pixel / 255, white ink on black",
-            },
-            "output": {"dtype": "float32", "shape": [None, 10], "meaning": "softmax probability per digit"},
-            "data_sha256": mnist.sha256,
-            "files": {f: _file_info(staging / f) for f in (artifacts.KERAS, artifacts.TFLITE)},
-            "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
-            "machine": {
-                "cpu_count": _cpu_count(),
-                "platform": platform.platform(),
-                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            },
-        }
-        title = f"{name} v{version}: test accuracy {tflite_accuracy:.2%}"
-        plots.training_curves(history_lists, title, staging / artifacts.TRAINING_PLOT)
-        plots.confusion_matrix(confusion, title, staging / artifacts.CONFUSION_PLOT)
-        (staging / artifacts.METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        final = Path(out_dir) / name / str(version)
-        staging.rename(final)  # the version appears complete or not at all
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return artifacts.load_artifact(final)
+    tflite_accuracy = float(np.mean(predictions == y_test))
+    if abs(tflite_accuracy - keras_accuracy) > MAX_EXPORT_DRIFT:
+        raise TrainingError(
+            f"TFLite export scores {tflite_accuracy:.4%}, Keras model {keras_accuracy:.4%}: not shipped"
+        )
+    confusion = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(confusion, (y_test, predictions), 1)
+    return Evaluation(keras_accuracy, tflite_accuracy, confusion)
+
+
+def _metadata(
+    fitted: Fitted,
+    evaluation: Evaluation,
+    *,
+    command: str,
+    commit: str | None,
+    seed: int,
+    data_sha256: dict[str, str],
+) -> dict[str, Any]:
+    """metadata.json, except what `artifacts.write_artifact` adds (name, version, files)."""
+    import keras
+    import tensorflow as tf
+
+    recipe, confusion = fitted.recipe, evaluation.confusion
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "git_commit": commit,
+        "seed": seed,
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "train_images": fitted.train_images,
+        "training_seconds": round(fitted.seconds, 1),
+        "seconds_per_epoch": round(fitted.seconds / recipe.epochs, 1),
+        "training_cpu_seconds": round(fitted.cpu_seconds, 1),
+        "test_accuracy": evaluation.tflite_accuracy,
+        "keras_test_accuracy": evaluation.keras_accuracy,
+        "per_class_accuracy": {str(d): float(confusion[d, d] / confusion[d].sum()) for d in range(10)},
+        "confusion_matrix": confusion.tolist(),
+        "parameters": int(fitted.model.count_params()),
+        "thresholds": {"min_accuracy": recipe.min_accuracy},
+        "recipe": asdict(recipe),
+        "history": fitted.history,
+        "input": {
+            "dtype": "float32",
+            "shape": [None, 28, 28],
+            "range": [0.0, 1.0],
+            "meaning": "MNIST pixel / 255, white ink on black",
+        },
+        "output": {"dtype": "float32", "shape": [None, 10], "meaning": "softmax probability per digit"},
+        "data_sha256": data_sha256,
+        "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "machine": {
+            "cpu_count": _cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
 
 
 def _overrides(**values: Any) -> dict[str, Any]:
@@ -261,19 +323,6 @@ def _schedule(recipe: Recipe, steps_per_epoch: int) -> Any:
         warmup_target=recipe.learning_rate,
         warmup_steps=warmup,
     )
-
-
-def _to_tflite(model: Any) -> bytes:
-    """Export a SavedModel (serving signature, inference mode) and convert that; the SavedModel is dropped."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        return bytes(tf.lite.TFLiteConverter.from_saved_model(tmp).convert())
-
-
-def _file_info(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _git_commit() -> str | None:

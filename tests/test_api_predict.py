@@ -14,11 +14,11 @@ import jsonschema
 import numpy as np
 import pytest
 import requests
+from flask import Flask
 
-from service.app import create_app
-from service.settings import Settings
 from tests.fixtures.server import MODEL_DIR
 from tests.service_support import Digit, assert_own_error, digits, openapi_schema
+from tests.support.api import Api
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 30
@@ -68,12 +68,8 @@ def test_older_clients_field_name_file_is_accepted(server, sample: list[Digit]) 
 
 @pytest.mark.parametrize("name", ["softmax", "cnn"])
 def test_each_shipped_model_is_served_by_name(server, sample: list[Digit], name: str) -> None:
-    results = [
-        requests.post(
-            f"{server.url}/predict", params={"model": name}, files={"image": d.png}, timeout=TIMEOUT
-        ).json()
-        for d in sample
-    ]
+    api = Api(server.url)
+    results = [api.predict(d.png, model=name) for d in sample]
     assert {r["model"] for r in results} == {name}
     assert {r["version"] for r in results} == {_served_models()[name]["version"]}
     _accuracy_ok(results, [d.label for d in sample])
@@ -302,21 +298,15 @@ def test_request_ids_are_honoured_returned_and_logged(server, sample: list[Digit
     assert line["latency_ms"] > 0
 
 
-def test_openapi_describes_every_route(server, tmp_path: Path) -> None:
+def test_openapi_describes_every_route(server, app: Flask) -> None:
     spec = requests.get(f"{server.url}/openapi.json", timeout=TIMEOUT).json()
     assert spec["openapi"].startswith("3.")
-    app = create_app(Settings(model_dir=MODEL_DIR, store_url=f"sqlite:///{tmp_path / 'p.db'}"))
-    try:
-        routes: dict[str, set[str]] = {}
-        for rule in app.url_map.iter_rules():
-            if rule.endpoint.endswith("static"):
-                continue
-            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
-            routes.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
-    finally:
-        from service.app import shutdown
-
-        shutdown(app, 5)
+    routes: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.endswith("static"):
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        routes.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
     # TF Serving's `:classify`/`:regress` answer "unsupported"; they are not part of the documented API.
     routes = {p: m for p, m in routes.items() if ":{verb}" not in p}
     documented = {path: set(ops) for path, ops in spec["paths"].items()}

@@ -1,23 +1,31 @@
-"""The on-disk artifact layout: discovery, version order, latest, loading and its errors."""
+"""The on-disk artifact layout: writing (atomic), discovery, version order, latest, loading and its errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.artifacts import (
+    CONFUSION_PLOT,
+    KERAS,
     METADATA,
     TFLITE,
+    TRAINING_PLOT,
     ArtifactError,
     discover,
     latest,
     load_artifact,
     next_version,
+    write_artifact,
 )
 from service.errors import UnknownModel
+from service.runtime import TFLiteModel
 from tests.conftest import ROOT
 
 SHIPPED_SOFTMAX = ROOT / "models" / "softmax" / "1"
@@ -117,3 +125,59 @@ def test_missing_tflite_is_an_artifact_error(model_dir: Path) -> None:
     (path / TFLITE).unlink()
     with pytest.raises(ArtifactError, match=TFLITE):
         load_artifact(path)
+
+
+def shipped_writers() -> dict[str, Callable[[Path], object]]:
+    """Writers of a real artifact's files: the shipped softmax model, plots and Keras file copied."""
+    return {
+        f: lambda path, f=f: shutil.copyfile(SHIPPED_SOFTMAX / f, path)
+        for f in (TFLITE, KERAS, TRAINING_PLOT)
+    }
+
+
+def test_a_written_artifact_loads_back_with_its_metadata_and_file_hashes(model_dir: Path) -> None:
+    metadata = {"test_accuracy": 0.9321, "thresholds": {"min_accuracy": 0.92}, "seed": 7}
+    written = write_artifact(model_dir, "softmax", "1", metadata, shipped_writers())
+    loaded = load_artifact(model_dir / "softmax" / "1")
+    assert loaded == written
+    assert (loaded.name, loaded.version, loaded.accuracy, loaded.min_accuracy) == (
+        "softmax",
+        "1",
+        0.9321,
+        0.92,
+    )
+    assert loaded.metadata["seed"] == 7
+    tflite = (SHIPPED_SOFTMAX / TFLITE).read_bytes()
+    assert loaded.metadata["files"][TFLITE] == {
+        "bytes": len(tflite),
+        "sha256": hashlib.sha256(tflite).hexdigest(),
+    }
+    assert set(loaded.metadata["files"]) == {TFLITE, KERAS}  # the model files; plots are not hashed
+    assert TFLiteModel.load(loaded.tflite_path).predict(np.zeros((1, 28, 28), np.float32)).shape == (1, 10)
+    assert discover(model_dir)["softmax"] == [loaded]
+    assert sorted(p.name for p in (model_dir / "softmax").iterdir()) == ["1"], "no staging folder is left"
+
+
+def test_a_version_is_never_overwritten(model_dir: Path) -> None:
+    write_artifact(model_dir, "softmax", "1", {"test_accuracy": 0.9}, shipped_writers())
+    with pytest.raises(ArtifactError, match="exists already"):
+        write_artifact(model_dir, "softmax", "1", {"test_accuracy": 0.1}, shipped_writers())
+    assert load_artifact(model_dir / "softmax" / "1").accuracy == 0.9
+
+
+def test_a_failed_write_leaves_no_version_behind(model_dir: Path) -> None:
+    def broken(path: Path) -> None:
+        path.write_bytes(b"half a plot")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_artifact(model_dir, "softmax", "1", {}, {**shipped_writers(), CONFUSION_PLOT: broken})
+    assert list((model_dir / "softmax").iterdir()) == []
+    assert next_version(model_dir, "softmax") == 1
+
+
+def test_an_artifact_without_a_tflite_model_is_not_written(model_dir: Path) -> None:
+    writers = {KERAS: shipped_writers()[KERAS]}
+    with pytest.raises(ArtifactError, match=TFLITE):
+        write_artifact(model_dir, "softmax", "1", {}, writers)
+    assert discover(model_dir) == {}

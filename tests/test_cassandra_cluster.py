@@ -20,8 +20,8 @@ import pytest
 from cassandra import ConsistencyLevel
 
 from service.store.base import PredictionRecord
-from service.store.cassandra import CassandraStore
-from service.store.cassandra_url import CassandraConfig, parse_url
+from service.store.cassandra.url import CassandraConfig, parse_url
+from service.store.factory import spooled_cassandra
 from tests.conftest import ROOT, missing
 from tests.fixtures.cassandra import port_open, run_script, unique_keyspace
 
@@ -96,13 +96,13 @@ def test_rf3_keeps_writing_and_reading_at_local_quorum_with_one_node_down(
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert init.returncode == 0, init.stderr
-    store = CassandraStore(cluster.config(keyspace, tmp_path / "spool"))
-    strict = CassandraStore(
+    store = spooled_cassandra(cluster.config(keyspace, tmp_path / "spool"))
+    strict = spooled_cassandra(
         replace(cluster.config(keyspace, tmp_path / "spool-all"), write_consistency=ConsistencyLevel.ALL)
     )
     try:
-        assert store.config.write_consistency == ConsistencyLevel.LOCAL_QUORUM
-        session = store._stmts.session  # type: ignore[union-attr]
+        assert store.inner.config.write_consistency == ConsistencyLevel.LOCAL_QUORUM
+        session = store.inner._stmts.session  # type: ignore[union-attr]
         replication = session.execute(
             "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
         ).one()

@@ -1,4 +1,5 @@
-"""What CassandraStore promises beyond the shared contract: outages cost no records, retention, settings.
+"""What CassandraStore (behind its spool) promises beyond the shared contract: outages cost no records,
+retention, settings.
 
 The shared contract suite (tests/test_store_contract.py) runs against Cassandra through `cassandra_store`.
 Outages here are real: a store pointed at a port where nothing listens, or a consistency level the one node
@@ -19,10 +20,11 @@ from cassandra import ConsistencyLevel
 from service.errors import StoreUnavailable
 from service.settings import Settings
 from service.store.base import PredictionRecord
-from service.store.cassandra import CassandraStore
-from service.store.cassandra_url import BadStoreUrl, CassandraConfig, Replication, parse_url
-from service.store.factory import open_store
+from service.store.cassandra.store import CassandraStore
+from service.store.cassandra.url import BadStoreUrl, CassandraConfig, Replication, parse_url
+from service.store.factory import open_store, spooled_cassandra
 from service.store.spool import Spool, decode, encode
+from service.store.spooled import SpooledStore
 from tests.conftest import free_port, missing
 from tests.fixtures.cassandra import CassandraNode
 
@@ -137,7 +139,7 @@ def test_open_store_gives_a_working_cassandra_store(
     settings = Settings(store_url=cassandra_node.store_url(cassandra_keyspace), spool_dir=tmp_path / "spool")
     store = open_store(settings)
     try:
-        assert isinstance(store, CassandraStore)
+        assert isinstance(store, SpooledStore) and isinstance(store.inner, CassandraStore)
         rec = record()
         store.record(rec)
         assert store.get(rec.id) == rec
@@ -153,9 +155,9 @@ def test_statements_use_the_configured_consistency(
         read_consistency=ConsistencyLevel.ONE,
         write_consistency=ConsistencyLevel.ALL,
     )
-    store = CassandraStore(config)
+    store = spooled_cassandra(config)
     try:
-        stmts = store._stmts
+        stmts = store.inner._stmts
         assert stmts is not None
         assert stmts.insert_prediction.consistency_level == ConsistencyLevel.ALL
         assert stmts.select_prediction.consistency_level == ConsistencyLevel.ONE
@@ -172,12 +174,12 @@ def test_tls_with_the_nodes_ca_works_and_a_foreign_ca_is_refused(
     if not cassandra_node.tls_ca.exists():
         missing("the node's TLS CA", f"{cassandra_node.tls_ca}: start the node with scripts/cassandra.sh up")
     config = replace(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"), tls=True)
-    store = CassandraStore(replace(config, tls_ca=cassandra_node.tls_ca))
+    store = spooled_cassandra(replace(config, tls_ca=cassandra_node.tls_ca))
     try:
         rec = record()
         store.record(rec)
         assert store.get(rec.id) == rec and store.spool.depth == 0
-        session = store._stmts.session  # type: ignore[union-attr]
+        session = store.inner._stmts.session  # type: ignore[union-attr]
         assert any(row.ssl_enabled for row in session.execute("SELECT ssl_enabled FROM system_views.clients"))
     finally:
         store.close()
@@ -211,7 +213,7 @@ def test_a_write_the_cluster_cannot_acknowledge_goes_to_the_spool(
         cassandra_node.config(cassandra_keyspace, tmp_path / "spool"),
         write_consistency=ConsistencyLevel.THREE,
     )
-    store = CassandraStore(config)
+    store = spooled_cassandra(config)
     try:
         recs = [record(i) for i in range(5)]
         store.record_many(recs)  # does not raise
@@ -222,7 +224,7 @@ def test_a_write_the_cluster_cannot_acknowledge_goes_to_the_spool(
     finally:
         store.close()
     # The spool outlives the process: a store that can write adopts the records and replays them.
-    healthy = CassandraStore(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"))
+    healthy = spooled_cassandra(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"))
     try:
         assert healthy.wait_for_replay(30)
         assert sorted(stored_ids(cassandra_node, cassandra_keyspace)) == sorted(r.id for r in recs)
@@ -235,7 +237,7 @@ def test_a_write_the_cluster_cannot_acknowledge_goes_to_the_spool(
 def test_without_cassandra_records_are_spooled_and_reads_say_503(
     cassandra_node: CassandraNode, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
-    store = CassandraStore(unreachable(cassandra_node, cassandra_keyspace, tmp_path / "spool"))
+    store = spooled_cassandra(unreachable(cassandra_node, cassandra_keyspace, tmp_path / "spool"))
     recs = [record(i) for i in range(20)]
     try:
         for rec in recs[:5]:
@@ -258,7 +260,7 @@ def test_without_cassandra_records_are_spooled_and_reads_say_503(
             store.set_label(recs[0].id, 3)
     finally:
         store.close()
-    later = CassandraStore(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"))
+    later = spooled_cassandra(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"))
     try:
         assert later.wait_for_replay(30)
         assert sorted(stored_ids(cassandra_node, cassandra_keyspace)) == sorted(r.id for r in recs)
@@ -269,13 +271,13 @@ def test_without_cassandra_records_are_spooled_and_reads_say_503(
 
 
 def test_a_record_replayed_twice_is_still_one_row(
-    cassandra_store: CassandraStore, cassandra_node: CassandraNode
+    cassandra_store: SpooledStore[CassandraStore], cassandra_node: CassandraNode
 ) -> None:
     rec = record()
     cassandra_store.record(rec)
     cassandra_store.spool.append([rec, rec])  # e.g. a write that reached Cassandra but timed out
     assert cassandra_store.wait_for_replay(30)
-    keyspace = cassandra_store.config.keyspace
+    keyspace = cassandra_store.inner.config.keyspace
     assert stored_ids(cassandra_node, keyspace) == [rec.id]
     history = cassandra_node.session().execute(f"SELECT id FROM {keyspace}.predictions_by_hour").all()
     assert len(history) == 2  # one row in the all-models scope, one in the model's
@@ -287,7 +289,7 @@ def test_the_spool_cap_refuses_records_and_counts_them(
     recs = [record(i) for i in range(10)]
     cap = sum(len(encode(r)) for r in recs[:3]) + 10  # room for exactly three
     config = replace(unreachable(cassandra_node, cassandra_keyspace, tmp_path / "spool"), spool_max_bytes=cap)
-    store = CassandraStore(config)
+    store = spooled_cassandra(config)
     try:
         store.record_many(recs)
         assert store.spool.depth == 3 and store.spool.rejected == 7
@@ -303,7 +305,9 @@ def test_retention_ttl_applies_to_every_row_and_to_later_labels(
     cassandra_node: CassandraNode, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
     day = 86_400
-    store = CassandraStore(replace(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"), ttl_s=day))
+    store = spooled_cassandra(
+        replace(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"), ttl_s=day)
+    )
     try:
         rec = record()
         store.record(rec)
@@ -324,7 +328,7 @@ def test_retention_ttl_applies_to_every_row_and_to_later_labels(
 def test_many_records_with_few_writes_in_flight_all_arrive(
     cassandra_node: CassandraNode, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
-    store = CassandraStore(
+    store = spooled_cassandra(
         replace(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"), max_in_flight=4)
     )
     try:
@@ -333,12 +337,12 @@ def test_many_records_with_few_writes_in_flight_all_arrive(
             store.record_many(recs[start : start + 256])
         assert store.spool.depth == 0
         assert len(stored_ids(cassandra_node, cassandra_keyspace)) == 600
-        assert store._in_flight._value == 4  # every slot given back  # type: ignore[attr-defined]
+        assert store.inner._in_flight._value == 4  # every slot given back  # type: ignore[attr-defined]
     finally:
         store.close()
 
 
-def test_history_walks_back_across_hours_and_days(cassandra_store: CassandraStore) -> None:
+def test_history_walks_back_across_hours_and_days(cassandra_store: SpooledStore[CassandraStore]) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     recs = [
         record(created=base - timedelta(hours=h * 7), model="softmax" if h % 2 else "cnn") for h in range(12)
@@ -353,7 +357,9 @@ def test_history_walks_back_across_hours_and_days(cassandra_store: CassandraStor
 def test_a_fresh_keyspace_without_schema_is_refused_when_schema_creation_is_off(
     cassandra_node: CassandraNode, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
-    store = CassandraStore(cassandra_node.config(cassandra_keyspace, tmp_path / "spool"), create_schema=False)
+    store = spooled_cassandra(
+        cassandra_node.config(cassandra_keyspace, tmp_path / "spool"), create_schema=False
+    )
     try:
         with pytest.raises(StoreUnavailable):
             store.get(uuid.uuid4())

@@ -304,6 +304,47 @@ def test_cassandra_drains_before_stopping_and_checks_cql_for_readiness(rendered:
         assert readiness[0] == "cqlsh" and "SELECT" in readiness[-1]
 
 
+def commitlog_init(statefulset: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the init container that writes commitlog_sync, the cassandra container) of a rendered StatefulSet."""
+    spec = statefulset["spec"]["template"]["spec"]
+    (init,) = [c for c in spec["initContainers"] if c["name"] == "commitlog-config"]
+    (cassandra,) = [c for c in spec["containers"] if c["name"] == "cassandra"]
+    return init, cassandra
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        ({}, {"COMMITLOG_SYNC": "periodic", "COMMITLOG_SYNC_PERIOD": "10000ms"}),
+        ({"cassandra.commitlogSync": "batch"}, {"COMMITLOG_SYNC": "batch"}),
+        (
+            {"cassandra.commitlogSync": "group", "cassandra.commitlogSyncGroupWindow": "5ms"},
+            {"COMMITLOG_SYNC": "group", "COMMITLOG_SYNC_GROUP_WINDOW": "5ms"},
+        ),
+    ],
+    ids=["default-periodic", "batch", "group"],
+)
+def test_commitlog_sync_is_written_into_the_config_cassandra_starts_with(
+    sets: dict[str, str], expected: dict[str, str]
+) -> None:
+    statefulset = render(sets=sets).one("StatefulSet", "cassandra")
+    init, cassandra = commitlog_init(statefulset)
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert expected.items() <= env.items()
+    # The same image as the node, so the copy starts from that image's own /etc/cassandra.
+    assert init["image"] == cassandra["image"]
+    script = init["args"][0]
+    assert "cp -R /etc/cassandra/. /config/" in script
+    assert "commitlog_sync: $COMMITLOG_SYNC" in script
+    # The node reads the edited copy: the init container's /config is the node's /etc/cassandra.
+    (config_in,) = [m for m in init["volumeMounts"] if m["mountPath"] == "/config"]
+    (config_out,) = [m for m in cassandra["volumeMounts"] if m["mountPath"] == "/etc/cassandra"]
+    assert config_in["name"] == config_out["name"]
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[config_in["name"]]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_only_clients_of_cassandra_reach_its_cql_port() -> None:
     rendered = render(VALUE_SETS["production"])
     policy = rendered.one("NetworkPolicy", "cassandra")
@@ -335,7 +376,7 @@ def test_keyspace_init_job_is_a_post_install_and_post_upgrade_hook(rendered: Ren
 def test_keyspace_init_job_runs_the_clis_own_db_init(rendered: Rendered) -> None:
     """The Job's arguments must parse with the real `mnist db init` (click parses them, runs nothing)."""
     from service.cli import main
-    from service.store.cassandra_url import Replication
+    from service.store.cassandra.url import Replication
 
     container = rendered.one("Job", "keyspace-init")["spec"]["template"]["spec"]["containers"][0]
     command = container["command"] + container.get("args", [])
@@ -348,7 +389,7 @@ def test_keyspace_init_job_runs_the_clis_own_db_init(rendered: Rendered) -> None
 
 def test_service_creates_the_same_keyspace_as_the_job_if_it_gets_there_first(rendered: Rendered) -> None:
     """The store creates a missing keyspace from its URL's replication; it must match the Job's."""
-    from service.store.cassandra_url import parse_url
+    from service.store.cassandra.url import parse_url
 
     container = rendered.one("Job", "keyspace-init")["spec"]["template"]["spec"]["containers"][0]
     job_replication = container["command"][container["command"].index("--replication") + 1]
@@ -377,7 +418,15 @@ def test_replication_defaults_to_min_of_nodes_and_three() -> None:
 
 
 def test_replication_per_datacenter_comes_from_the_values() -> None:
-    job = render(set_json={"store.replication": {"eu": 3, "us": 2}}).one("Job", "keyspace-init")
+    # Two datacenters need an external cluster: the in-chart Cassandra is one (validateValues refuses others).
+    external = {
+        "cassandra.enabled": "false",
+        "externalCassandra.hosts[0]": "db",
+        "externalCassandra.datacenter": "eu",
+    }
+    job = render(sets=external, set_json={"store.replication": {"eu": 3, "us": 2}}).one(
+        "Job", "keyspace-init"
+    )
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--replication") + 1] == "eu:3,us:2"
 
@@ -480,6 +529,8 @@ BAD_VALUES = {
     "replication of zero": "store.replication.dc1=0",
     "external Cassandra without hosts": "cassandra.enabled=false",
     "bad digest": "image.digest=latest",
+    "unknown commit log sync": "cassandra.commitlogSync=always",
+    "sync period without unit": "cassandra.commitlogSyncPeriod=10000",
 }
 
 
@@ -488,6 +539,161 @@ def test_values_schema_rejects_bad_values(bad: str) -> None:
     result = run_helm("template", "x", str(CHART), "--set", bad, check=False)
     assert result.returncode != 0
     assert "don't meet the specifications of the schema" in result.stderr, result.stderr
+
+
+# --- contradictory values: mnist.validateValues (templates/_helpers.tpl, run from NOTES.txt) ------------
+
+# name -> (--set arguments, a fragment of the message that must explain the contradiction)
+CONTRADICTIONS: dict[str, tuple[list[str], str]] = {
+    "no Cassandra at all": (
+        ["cassandra.enabled=false"],
+        "externalCassandra.hosts: cassandra.enabled=false deploys no Cassandra",
+    ),
+    "HPA floor above its ceiling": (
+        [
+            "autoscaling.enabled=true",
+            "autoscaling.minReplicas=5",
+            "autoscaling.maxReplicas=3",
+            "replicaCount=3",
+        ],
+        "autoscaling.minReplicas (5) is above autoscaling.maxReplicas (3)",
+    ),
+    "replicaCount above the HPA ceiling": (
+        [
+            "autoscaling.enabled=true",
+            "autoscaling.minReplicas=1",
+            "autoscaling.maxReplicas=2",
+            "replicaCount=4",
+        ],
+        "replicaCount (4) is above autoscaling.maxReplicas (2)",
+    ),
+    "PDB that lets no pod go": (
+        ["podDisruptionBudget.maxUnavailable=0"],
+        "podDisruptionBudget.maxUnavailable is 0",
+    ),
+    "PDB that lets no pod go, as a percentage": (
+        ["podDisruptionBudget.maxUnavailable=0%"],
+        "podDisruptionBudget.maxUnavailable is 0%",
+    ),
+    "rollout that can neither add nor remove a pod": (
+        ["updateStrategy.rollingUpdate.maxSurge=0", "updateStrategy.rollingUpdate.maxUnavailable=0"],
+        "maxSurge and maxUnavailable are both 0",
+    ),
+    "more replicas than in-chart nodes": (
+        ["store.replication.dc1=3", "cassandra.replicaCount=2"],
+        "store.replication.dc1 (3) is above cassandra.replicaCount (2)",
+    ),
+    "replicas in a datacenter the in-chart Cassandra lacks": (
+        ["store.replication.eu=1"],
+        'the in-chart Cassandra has the one datacenter cassandra.datacenter=dc1, so replicas in "eu"',
+    ),
+    "no replicas in the external local datacenter": (
+        ["cassandra.enabled=false", "externalCassandra.hosts[0]=db", "store.replication.us=3"],
+        "places no replicas in externalCassandra.datacenter=dc1",
+    ),
+    "consistency THREE on one replica": (
+        ["store.consistency=THREE"],
+        "store.consistency=THREE needs 3 replicas of every row, but the keyspace replication (dc1:1) keeps 1",
+    ),
+    "consistency TWO on one replica of an external cluster": (
+        [
+            "cassandra.enabled=false",
+            "externalCassandra.hosts[0]=db",
+            "store.replication.dc1=1",
+            "store.consistency=TWO",
+        ],
+        "store.consistency=TWO needs 2 replicas",
+    ),
+    "credentials and an existing secret": (
+        ["auth.existingSecret=creds", "auth.username=mnist", "auth.password=s3cret"],
+        "auth.username/auth.password and auth.existingSecret are both set",
+    ),
+    "user without password": (["auth.username=mnist"], "auth.password is empty while auth.username is set"),
+    "password without user": (["auth.password=s3cret"], "auth.username is empty while auth.password is set"),
+    "keyspace-init Job killed before it gives up": (
+        ["keyspaceInit.waitSeconds=600", "keyspaceInit.activeDeadlineSeconds=300"],
+        "keyspaceInit.waitSeconds (600) is not below keyspaceInit.activeDeadlineSeconds (300)",
+    ),
+    "spool volume smaller than the spool": (
+        ["volumes.spoolSizeLimit=128Mi"],
+        "volumes.spoolSizeLimit (128Mi) is not above config.spoolMaxBytes (268435456 bytes)",
+    ),
+    "spool volume in plain bytes smaller than the spool": (
+        ["volumes.spoolSizeLimit=1000000", "config.spoolMaxBytes=2000000"],
+        "volumes.spoolSizeLimit (1000000) is not above config.spoolMaxBytes (2000000 bytes)",
+    ),
+    "Cassandra heap as large as its memory limit": (
+        ["cassandra.jvm.maxHeapSize=2G"],
+        "cassandra.jvm.maxHeapSize (2G) is not below cassandra.resources.limits.memory (2Gi)",
+    ),
+    "young generation as large as the heap": (
+        ["cassandra.jvm.heapNewSize=1024M"],
+        "cassandra.jvm.heapNewSize (1024M) is not below cassandra.jvm.maxHeapSize (1024M)",
+    ),
+    "scrape timeout above the interval": (
+        [
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.interval=10s",
+            "metrics.serviceMonitor.scrapeTimeout=1m",
+        ],
+        "metrics.serviceMonitor.scrapeTimeout (1m) is above metrics.serviceMonitor.interval (10s)",
+    ),
+    "Ingress without hosts": (["ingress.enabled=true", "ingress.hosts=null"], "ingress.hosts is empty"),
+    "node port on a ClusterIP Service": (
+        ["service.nodePort=30800"],
+        "service.nodePort (30800) is set but service.type is ClusterIP",
+    ),
+    "NetworkPolicy that shuts out the Ingress controller": (
+        ["networkPolicy.enabled=true", "networkPolicy.allowExternal=false", "ingress.enabled=true"],
+        "the NetworkPolicy would block the Ingress controller",
+    ),
+}
+
+
+def render_failure(sets: list[str], *extra: str) -> str:
+    """stderr of a `helm template` that must fail; the schema is skipped so only validateValues speaks."""
+    args = ["template", "x", str(CHART), "--skip-schema-validation", *extra]
+    for value in sets:
+        args += ["--set", value]
+    result = run_helm(*args, check=False)
+    assert result.returncode != 0, f"helm template accepted {sets}"
+    return result.stderr
+
+
+@pytest.mark.parametrize("name", list(CONTRADICTIONS))
+def test_contradictory_values_fail_the_render_with_their_message(name: str) -> None:
+    sets, message = CONTRADICTIONS[name]
+    stderr = render_failure(sets)
+    assert "VALUES VALIDATION: 1 setting(s) contradict" in stderr, stderr
+    assert message in stderr, stderr
+
+
+@pytest.mark.parametrize("name", [n for n in CONTRADICTIONS if n != "no Cassandra at all"])
+def test_contradictions_also_fail_with_the_schema_checked(name: str) -> None:
+    """The schema accepts each value on its own; validateValues is what refuses the combination."""
+    sets, message = CONTRADICTIONS[name]
+    args = ["template", "x", str(CHART)] + [arg for value in sets for arg in ("--set", value)]
+    result = run_helm(*args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_every_contradiction_is_reported_in_one_run() -> None:
+    stderr = render_failure(
+        [*CONTRADICTIONS["user without password"][0], *CONTRADICTIONS["PDB that lets no pod go"][0]]
+    )
+    assert "VALUES VALIDATION: 2 setting(s) contradict" in stderr, stderr
+    assert CONTRADICTIONS["user without password"][1] in stderr
+    assert CONTRADICTIONS["PDB that lets no pod go"][1] in stderr
+
+
+@pytest.mark.parametrize("value_set", [*VALUE_SETS, "k8s"])
+def test_shipped_value_sets_have_no_contradictions(value_set: str) -> None:
+    """Defaults, ci/*.yaml and k8s/values.yaml (the plain manifests) render with validateValues on."""
+    values = ROOT / "k8s" / "values.yaml" if value_set == "k8s" else VALUE_SETS[value_set]
+    args = ["template", "x", str(CHART)] + (["--values", str(values)] if values else [])
+    result = run_helm(*args, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_every_values_key_is_documented_in_place_and_in_the_readme() -> None:

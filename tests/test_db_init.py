@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.store.cassandra_schema import SCHEMA_VERSION, TABLES, table_id
+from service.store.cassandra.schema import SCHEMA_VERSION, TABLES, table_id
 from tests.conftest import free_port
 from tests.fixtures.cassandra import CassandraNode
 

@@ -323,3 +323,14 @@ def test_grpc_port_zero_turns_it_off(server_factory) -> None:
     assert "gRPC (Open Inference Protocol v2) on" in on.logs()
     assert "gRPC (Open Inference Protocol v2) on" not in off.logs()
     assert requests.get(f"{off.url}/v2/health/ready", timeout=TIMEOUT).status_code == 200
+
+
+def test_readme_rpc_table_is_what_the_servicer_serves() -> None:
+    """README's RPC table lists exactly the RPCs implemented (the rest answer UNIMPLEMENTED)."""
+    from service.grpc.servicer import InferenceServicer
+    from tests.conftest import ROOT
+
+    served = {name for name in vars(InferenceServicer) if name[0].isupper()}
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| RPC | What it does |", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)) == served

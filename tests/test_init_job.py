@@ -95,7 +95,7 @@ def test_keyspace_init_job_creates_the_keyspace_with_the_charts_replication(
     datacenter = rendered.one("ConfigMap", "api")["data"]["MNIST_STORE_URL"].split("dc=")[1].split("&")[0]
     assert replication["class"].endswith("NetworkTopologyStrategy")
     assert replication[datacenter] == "1"
-    schema = (ROOT / "service" / "store" / "schema.cql").read_text()
+    schema = (ROOT / "service" / "store" / "cassandra" / "schema.cql").read_text()
     expected = {
         line.split(".")[1].split()[0] for line in schema.splitlines() if line.startswith("CREATE TABLE")
     }

@@ -1,10 +1,12 @@
-"""The write-behind queue in front of a real SQLite store: batching, overflow, retries, drain on SIGTERM."""
+"""The write-behind queue in front of a real SQLite store: batching, overflow, retries, drain on SIGTERM,
+and readers that wait for a record on the writer's condition (or a sibling worker's write notice)."""
 
 from __future__ import annotations
 
 import io
 import logging
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -21,6 +23,7 @@ from PIL import Image
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.store.peers import WriteNotices
 from service.store.queue import WriteQueue
 from service.store.sqlite import SqliteStore
 from tests.support.wait import wait_until
@@ -152,6 +155,87 @@ def test_puts_from_many_threads_during_drain_are_all_stored(store: SqliteStore) 
     for t in threads:
         t.join()
     assert {r.id for r in store.list(limit=1000)} == {r.id for r in recs}
+
+
+def waiting(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run `call` in a thread of its own (a request waiting for a record); its result lands in the list."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    return thread, result
+
+
+def test_await_written_returns_once_the_writer_has_stored_the_record(store: SqliteStore) -> None:
+    q = WriteQueue(store, maxsize=100)  # not started yet: the record waits in the queue
+    rec = make_record()
+    q.put(rec)
+    thread, result = waiting(lambda: q.await_written(rec.id, timeout=60))
+    assert thread.is_alive() and store.get(rec.id) is None
+    started = time.monotonic()
+    q.start()
+    thread.join(60)
+    assert result == [True]
+    assert time.monotonic() - started < 30, "woken by the writer, not by the 60 s timeout"
+    assert store.get(rec.id) == rec
+    q.drain(timeout=10)
+
+
+def test_await_written_times_out_while_the_record_is_not_stored(store: SqliteStore) -> None:
+    q = WriteQueue(store, maxsize=100)  # never started: nothing writes
+    rec = make_record()
+    q.put(rec)
+    assert q.await_written(rec.id, timeout=0.2) is False
+    assert store.get(rec.id) is None
+    q.drain(timeout=10)
+    assert q.await_written(rec.id, timeout=0.2) is True  # stored by drain
+
+
+def test_await_written_has_nothing_to_wait_for_on_an_id_the_queue_never_held(store: SqliteStore) -> None:
+    q = WriteQueue(store, maxsize=100)
+    assert q.await_written(make_record().id, timeout=60) is True
+
+
+def test_await_written_is_false_for_a_record_given_up_on(store: SqliteStore) -> None:
+    poison = make_record(extra={"not json": {1, 2}})  # a set cannot be serialised
+    q = WriteQueue(store, maxsize=100, retries=1).start()
+    q.put(poison)
+    assert q.await_written(poison.id, timeout=30) is False
+    assert q.failed == 1
+    q.drain(timeout=10)
+
+
+def test_find_waits_for_a_record_another_worker_has_still_queued(tmp_path: Path) -> None:
+    """Two workers of one server (two queues, one database, one spool folder): a read through the second
+    returns as soon as the first has stored the record, woken by the first one's write notice."""
+    shared = tmp_path / "spool"
+    first = WriteQueue(SqliteStore(tmp_path / "p.db"), maxsize=100, notices=WriteNotices(shared))
+    second = WriteQueue(SqliteStore(tmp_path / "p.db"), maxsize=100, notices=WriteNotices(shared))
+    rec = make_record()
+    first.put(rec)  # queued in the first worker only
+    thread, result = waiting(lambda: second.find(rec.id, timeout=60))
+    assert thread.is_alive()
+    started = time.monotonic()
+    first.start()
+    thread.join(60)
+    assert result == [rec]
+    assert time.monotonic() - started < 30, "woken by the notice, not by the 60 s timeout"
+    assert second.find(make_record().id, timeout=0.2) is None  # an id nobody answered: not found
+    first.drain(timeout=10)
+    second.drain(timeout=10)
+    assert not list(shared.glob("written-*.sock")), "each worker removes its socket at the end"
+
+
+def test_a_notice_socket_whose_worker_is_gone_is_removed(tmp_path: Path) -> None:
+    alive = WriteNotices(tmp_path)
+    gone = tmp_path / "written-1-dead.sock"  # bound once, its process killed: nobody reads it
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(str(gone))
+    dead.close()
+    try:
+        alive.announce()
+        assert not gone.exists()
+    finally:
+        alive.close()
 
 
 @pytest.mark.integration

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
+
+from service.errors import StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,33 @@ class PredictionRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class PartialWrite(StoreUnavailable):
+    """Some records of a `record_many` batch were not stored because the store is unavailable.
+
+    The others were: a caller that keeps `failed` for later loses nothing and repeats nothing needlessly.
+    """
+
+    def __init__(self, message: str, failed: Sequence[PredictionRecord]) -> None:
+        super().__init__(message)
+        self.failed = list(failed)
+
+
 @runtime_checkable
 class Store(Protocol):
-    """Where predictions are kept. Writes are idempotent: the same id twice is the same row."""
+    """Where predictions are kept. Writes are idempotent: the same id twice is the same row.
+
+    A write the store cannot take because it is unavailable (down, unreachable, locked, unwritable) raises
+    `StoreUnavailable` (or `PartialWrite`), so a wrapper such as `SpooledStore` can keep the records for
+    later; any other error is a bad record or a bug.
+    """
+
+    backend: str  # "sqlite", "cassandra": the `backend` label of the store metrics
 
     def record(self, rec: PredictionRecord) -> None:
         """Persist one record (an upsert by id)."""
+
+    def record_many(self, recs: Sequence[PredictionRecord]) -> None:
+        """Persist several records at once (what the write queue and the spool replay use)."""
 
     def get(self, record_id: uuid.UUID) -> PredictionRecord | None:
         """One record by id, or None."""

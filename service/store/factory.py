@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from service.settings import Settings
 from service.store.base import Store
+from service.store.spool import Spool
+from service.store.spooled import SpooledStore
+
+if TYPE_CHECKING:  # the driver is imported only when a Cassandra store is opened
+    from service.store.cassandra.store import CassandraStore
+    from service.store.cassandra.url import CassandraConfig
 
 
 class UnsupportedStore(ValueError):
@@ -35,14 +42,21 @@ def open_store(settings: Settings) -> Store:
 
         return SqliteStore(sqlite_path(url))
     if scheme == "cassandra":
-        from service.store.cassandra import CassandraStore
-        from service.store.cassandra_url import BadStoreUrl, CassandraConfig
+        from service.store.cassandra.url import BadStoreUrl, CassandraConfig
 
         try:
             config = CassandraConfig.from_settings(settings)
         except BadStoreUrl as exc:
             raise UnsupportedStore(f"MNIST_STORE_URL: {exc}") from exc
-        return CassandraStore(config)
+        return spooled_cassandra(config)
     raise UnsupportedStore(
         f"MNIST_STORE_URL={url!r}: unsupported scheme {scheme!r}; use sqlite:///path or cassandra://host/keyspace"
     )
+
+
+def spooled_cassandra(config: CassandraConfig, *, create_schema: bool = True) -> SpooledStore[CassandraStore]:
+    """Cassandra behind the local spool (config.spool_dir): an outage of the cluster costs no records."""
+    from service.store.cassandra.store import CassandraStore
+
+    spool = Spool(config.spool_dir, config.spool_max_bytes)  # first: an unusable spool dir fails at once
+    return SpooledStore(CassandraStore(config, create_schema=create_schema), spool)

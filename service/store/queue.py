@@ -9,6 +9,10 @@
   the batch is written record by record so one bad record cannot hold the others, and a record that still
   fails is logged at ERROR with its id.
 - `drain(timeout)` (SIGTERM: gunicorn's `worker_exit` hook) writes everything still queued, then stops.
+- `await_written(id, timeout)` and `flush(timeout)` wait on a condition the writer notifies after every
+  batch, so feedback on a record this worker has just answered goes ahead the moment the record is stored.
+- `find(id, timeout)` is how a read looks a record up: queued here, in the store, or, for a brand-new id
+  another worker answered, once that worker's write notice (`peers.py`) says it stored a batch.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from service import metrics, tracing
 from service.store.base import PredictionRecord, Store
+from service.store.peers import WriteNotices
 
 log = logging.getLogger(__name__)
 
 OVERFLOW_LOG_INTERVAL_S = 10.0
+LOST_REMEMBERED = 1024  # ids given up on, so `await_written` can say False rather than "written"
 
 
 class WriteQueue:
@@ -40,9 +47,11 @@ class WriteQueue:
         retries: int = 5,
         backoff_s: float = 0.05,
         max_backoff_s: float = 2.0,
+        notices: WriteNotices | None = None,
     ) -> None:
         self.store = store
-        self.backend: str = getattr(store, "backend", type(store).__name__.lower())
+        self.notices = notices  # None: a worker without siblings, or no socket possible
+        self.backend = store.backend
         self.batch_size = batch_size
         self.retries = retries
         self.backoff_s = backoff_s
@@ -51,6 +60,11 @@ class WriteQueue:
         # Records accepted but not yet in the store, so a read right after a prediction can still find it.
         self._pending: dict[uuid.UUID, PredictionRecord] = {}
         self._pending_lock = threading.Lock()  # also guards the written/failed counters
+        # Notified (under _pending_lock) whenever records leave _pending: stored, or given up on.
+        self._settled = threading.Condition(self._pending_lock)
+        self._lost: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._accepted = 0  # records put so far; with _settled_count, what flush() waits for
+        self._settled_count = 0
         self._state_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,6 +90,7 @@ class WriteQueue:
         """Queue a record; when the queue is full (or draining), write it here and now."""
         with self._pending_lock:
             self._pending[rec.id] = rec
+            self._accepted += 1
         with self._state_lock:  # so no record slips into the queue after drain() has emptied it
             if not self._stop.is_set():
                 try:
@@ -91,12 +106,34 @@ class WriteQueue:
         with self._pending_lock:
             return self._pending.get(record_id)
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until every record queued so far is stored (e.g. before feedback on a new id); True if so."""
+    def await_written(self, record_id: uuid.UUID, timeout: float) -> bool:
+        """Wait until the writer has stored the record `put` with this id; True once it is in the store.
+
+        False when `timeout` passes first, or when the record was given up on. An id this queue never held
+        (or stored long ago) has nothing to wait for: True at once.
+        """
+        with self._settled:
+            if not self._settled.wait_for(lambda: record_id not in self._pending, timeout):
+                return False
+            return record_id not in self._lost
+
+    def find(self, record_id: uuid.UUID, timeout: float) -> PredictionRecord | None:
+        """The record: still queued here, in the store, or stored by a sibling worker within `timeout`."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.002)
-        return not self._queue.unfinished_tasks
+        while True:
+            seen = self.notices.generation if self.notices else 0  # before the read: no notice slips by
+            rec = self.pending(record_id) or self.store.get(record_id)
+            remaining = deadline - time.monotonic()
+            if rec is not None or self.notices is None or remaining <= 0:
+                return rec
+            if not self.notices.wait(seen, remaining):
+                return None
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every record queued so far has been stored or given up on; True if so in time."""
+        with self._settled:
+            target = self._accepted
+            return self._settled.wait_for(lambda: self._settled_count >= target, timeout)
 
     def drain(self, timeout: float) -> int:
         """Write everything still queued and stop the thread; returns the records stored meanwhile."""
@@ -121,6 +158,8 @@ class WriteQueue:
                 extra={"record_ids": ids},
             )
         metrics.WRITE_QUEUE_DEPTH.set(self._queue.qsize())
+        if self.notices is not None:
+            self.notices.close()
         return self.written - before
 
     # --- the writer thread ---
@@ -168,12 +207,7 @@ class WriteQueue:
         for attempt in range(1, retries + 1):
             started = time.perf_counter()
             try:
-                record_many = getattr(self.store, "record_many", None)
-                if record_many is not None:
-                    record_many(batch)
-                else:
-                    for rec in batch:
-                        self.store.record(rec)
+                self.store.record_many(batch)
             except Exception as exc:  # any backend error: counted, logged, retried; never swallowed
                 metrics.STORE_ERRORS.labels(backend=self.backend, operation="write").inc()
                 log.warning(
@@ -185,17 +219,28 @@ class WriteQueue:
                 delay = min(delay * 2, self.max_backoff_s)
                 continue
             metrics.STORE_WRITE_DURATION.labels(backend=self.backend).observe(time.perf_counter() - started)
-            with self._pending_lock:
+            with self._settled:
                 self.written += len(batch)
-                for rec in batch:
-                    self._pending.pop(rec.id, None)
+                self._settle(batch)
+            if self.notices is not None:
+                self.notices.announce()
             return True
         return False
 
-    def _give_up(self, rec: PredictionRecord) -> None:
-        with self._pending_lock:
+    def _settle(self, recs: Sequence[PredictionRecord]) -> None:
+        """Records leave _pending (the caller holds _settled); wake whoever waits for them."""
+        for rec in recs:
             self._pending.pop(rec.id, None)
+        self._settled_count += len(recs)
+        self._settled.notify_all()
+
+    def _give_up(self, rec: PredictionRecord) -> None:
+        with self._settled:
             self.failed += 1
+            self._lost[rec.id] = None
+            while len(self._lost) > LOST_REMEMBERED:
+                self._lost.popitem(last=False)
+            self._settle([rec])
         log.error("prediction record %s could not be stored: lost", rec.id, extra={"record_id": str(rec.id)})
 
     def _overflowed(self) -> None:

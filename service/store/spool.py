@@ -1,4 +1,6 @@
-"""Durable local spool: prediction records Cassandra could not take wait here until it is back.
+"""Durable local spool: prediction records the store could not take wait here until it is back.
+
+`SpooledStore` (spooled.py) decides what goes in and replays it; this module only keeps records on disk.
 
 - Each process appends to its own SQLite file `spool-<ms>-<pid>-<rand>.db` in the spool directory and
   holds an exclusive flock on the matching `.lock` file for as long as it lives. A `.lock` that can be locked

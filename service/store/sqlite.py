@@ -72,6 +72,10 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
+class SqliteUnavailable(StoreUnavailable, sqlite3.OperationalError):
+    """The file cannot be written now: a `StoreUnavailable` (for `SpooledStore`) and the sqlite3 error."""
+
+
 def _to_us(when: datetime) -> int:
     """Microseconds since the epoch; a naive datetime is taken as UTC."""
     if when.tzinfo is None:
@@ -193,11 +197,19 @@ class SqliteStore:
 
     def record(self, rec: PredictionRecord) -> None:
         """Persist one record (an upsert by id)."""
-        self._write(UPSERT, [_row(rec)])
+        self.record_many([rec])
 
     def record_many(self, recs: Iterable[PredictionRecord]) -> None:
-        """Persist several records in one transaction (what the write queue uses)."""
-        self._write(UPSERT, [_row(rec) for rec in recs])
+        """Persist several records in one transaction (what the write queue uses).
+
+        A file that cannot be written now (locked past busy_timeout, read-only, gone, disk full) raises
+        `StoreUnavailable`; a record that cannot be stored at all raises its own error.
+        """
+        rows = [_row(rec) for rec in recs]
+        try:
+            self._write(UPSERT, rows)
+        except sqlite3.OperationalError as exc:
+            raise SqliteUnavailable(f"SQLite write failed ({self.path}): {exc}") from exc
 
     def set_label(self, record_id: uuid.UUID, label: int) -> bool:
         """Store the true digit for a record; False when the id is unknown."""

@@ -1,4 +1,4 @@
-"""One way to wait in a test: poll a condition until it holds or a deadline passes, naming what never did."""
+"""One way to wait in a test: poll a condition until it holds or a deadline passes, saying what never came."""
 
 from __future__ import annotations
 

@@ -1,18 +1,17 @@
-"""Cassandra backend of `Store`, with a durable local spool so an outage costs no records.
+"""Cassandra backend of `Store`: maps records to CQL and back; outages are `SpooledStore`'s business.
 
 Writes: each record is three or four prepared INSERTs (the row by id, the history rows for all models and
 for its model, the hour index when this process has not written that hour yet), sent asynchronously with at
-most `max_in_flight` statements in flight. A record with any failed statement goes whole to the spool
-(`spool.py`); while the spool holds records, new records join it behind them, and a background thread
-replays it oldest first once Cassandra answers again. Every write is an upsert of the same keys, so a replay
-of a record that did reach Cassandra is harmless, and a replayed record never clears feedback (unset
-columns are not written).
+most `max_in_flight` statements in flight. The records with any failed statement are named in the
+`PartialWrite` that `record_many` raises, so the `SpooledStore` around it (see `factory.open_store`) keeps
+exactly those. Every write is an upsert of the same keys, so writing a record again is harmless, and a
+repeated record never clears feedback (unset columns are not written).
 
-Reads during an outage raise `StoreUnavailable` (HTTP 503): history is served from Cassandra only, and
-records still in the spool appear once replayed.
+Reads during an outage raise `StoreUnavailable` (HTTP 503). When the first connection fails, a background
+thread keeps connecting (with backoff) until it succeeds; after that the driver reconnects by itself.
 
 Create the store in the process that uses it (each gunicorn worker, after fork): the driver's event loop
-and the replay thread do not survive a fork.
+and the connecting thread do not survive a fork.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -34,18 +32,15 @@ from cassandra.query import UNSET_VALUE, PreparedStatement
 
 from service import metrics
 from service.errors import StoreUnavailable
-from service.store import cassandra_schema
-from service.store.base import PredictionRecord
-from service.store.cassandra_session import make_cluster
-from service.store.cassandra_url import CassandraConfig
-from service.store.spool import Spool
+from service.store.base import PartialWrite, PredictionRecord
+from service.store.cassandra import schema as cassandra_schema
+from service.store.cassandra.session import make_cluster
+from service.store.cassandra.url import CassandraConfig
 
 log = logging.getLogger(__name__)
 
 ALL_MODELS = "*"  # the history scope that holds every model
-REPLAY_CHUNK = 256
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
-ORPHAN_SCAN_INTERVAL_S = 30.0
 HOURS_REMEMBERED = 256
 # Errors that mean "Cassandra cannot answer now" (down, overloaded, timing out, partitioned).
 OUTAGE_ERRORS = (DriverException, NoHostAvailable, ConnectionException)
@@ -158,14 +153,13 @@ class Statements:
 
 
 class CassandraStore:
-    """Predictions in Cassandra; a local spool absorbs outages. Thread-safe."""
+    """Predictions in Cassandra. Thread-safe."""
 
     backend = "cassandra"
 
     def __init__(self, config: CassandraConfig, *, create_schema: bool = True) -> None:
         self.config = config
         self.create_schema = create_schema
-        self.spool = Spool(config.spool_dir, config.spool_max_bytes)
         self._in_flight = threading.BoundedSemaphore(config.max_in_flight)
         self._connect_lock = threading.Lock()
         self._cluster: Cluster | None = None
@@ -175,18 +169,35 @@ class CassandraStore:
         self._hours_lock = threading.Lock()
         self.last_error: str | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._connector: threading.Thread | None = None
+        if not self._try_connect():
+            self._connector = threading.Thread(
+                target=self._keep_connecting, name="cassandra-connect", daemon=True
+            )
+            self._connector.start()
+
+    # --- connection ---
+
+    def _try_connect(self) -> bool:
+        """One connection attempt; a failure is counted and remembered in `last_error`."""
         try:
             self._connect()
         except OUTAGE_ERRORS as exc:
             self._outage("connect", exc)
-        except (StoreUnavailable, cassandra_schema.SchemaError) as exc:  # no usable schema: keep spooling
+            return False
+        except (StoreUnavailable, cassandra_schema.SchemaError) as exc:  # no usable schema (yet)
             log.error("%s", exc)
             self.last_error = str(exc)
-        self._replayer = threading.Thread(target=self._replay_loop, name="cassandra-replayer", daemon=True)
-        self._replayer.start()
+            return False
+        return True
 
-    # --- connection ---
+    def _keep_connecting(self) -> None:
+        """Until the first connection succeeds (or the store closes): 0.5 s, 1 s, 2 s, then every 5 s."""
+        failures = 0
+        while not self._stop.wait(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]):
+            if self._try_connect():
+                return
+            failures += 1
 
     def _connect(self) -> None:
         """Connect, create the schema if the keyspace has none (what `mnist db init` does), prepare."""
@@ -227,36 +238,30 @@ class CassandraStore:
         """The prepared statements, or StoreUnavailable when this process has never reached Cassandra."""
         stmts = self._stmts
         if stmts is None:
-            raise StoreUnavailable(
-                f"Cassandra at {self.config.endpoint} is unreachable ({self.last_error}); predictions are "
-                f"still answered and their records kept in the local spool ({self.spool.depth} waiting)"
-            )
+            raise StoreUnavailable(f"Cassandra at {self.config.endpoint} is unreachable ({self.last_error}).")
         return stmts
 
     # --- writes ---
 
     def record(self, rec: PredictionRecord) -> None:
-        """Persist one record; on an outage it goes to the spool instead (never raises for an outage)."""
+        """Persist one record (an upsert by id); `StoreUnavailable` when Cassandra cannot take it."""
         self.record_many([rec])
 
     def record_many(self, recs: Sequence[PredictionRecord]) -> None:
-        """Persist records concurrently; those Cassandra does not take are spooled (one fsync per group)."""
+        """Persist records concurrently; `PartialWrite` names those Cassandra did not take."""
         if not recs:
             return
-        if self.spool.depth or self._stmts is None:
-            self.spool.append(recs)  # behind the records already waiting: replayed in order
-            self._wake.set()
-            return
-        failed = self._write(recs, operation="write")
+        stmts = self._ready()
+        failed, error = self._write(stmts, recs)
         if failed:
-            self.spool.append(failed)
-            self._wake.set()
+            # The same text for every batch of one outage, so the outage is logged once, not per batch.
+            message = f"Cassandra at {self.config.endpoint}: {type(error).__name__}: {error}"
+            raise PartialWrite(message, failed)
 
-    def _write(self, recs: Sequence[PredictionRecord], operation: str) -> list[PredictionRecord]:
-        """Send all statements of all records, max_in_flight at once; returns the records that failed."""
-        stmts = self._stmts
-        if stmts is None:
-            return list(recs)
+    def _write(
+        self, stmts: Statements, recs: Sequence[PredictionRecord]
+    ) -> tuple[list[PredictionRecord], BaseException | None]:
+        """Send all statements of all records, max_in_flight at once; the records that failed, and why."""
         ttl = self.config.ttl_s
         pending: list[
             tuple[PredictionRecord, list[ResponseFuture | BaseException], list[tuple[str, datetime]]]
@@ -294,6 +299,7 @@ class CassandraStore:
             calls += [(stmts.insert_hour, (scope, h, hour_ttl)) for scope, h in new_hours]
             pending.append((rec, [self._send(stmt, params) for stmt, params in calls], new_hours))
         failed: list[PredictionRecord] = []
+        error: BaseException | None = None
         for rec, futures, new_hours in pending:
             try:
                 for future in futures:
@@ -301,12 +307,13 @@ class CassandraStore:
                         raise future
                     future.result()
             except (*OUTAGE_ERRORS, StoreUnavailable) as exc:
-                self._outage(operation, exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 failed.append(rec)
+                error = exc
                 continue
             for scope, hour in new_hours:
                 self._hour_written(scope, hour)
-        return failed
+        return failed, error
 
     def _send(self, stmt: PreparedStatement, params: tuple[Any, ...]) -> ResponseFuture | BaseException:
         """Start one statement once a slot is free; the slot is released when it completes either way."""
@@ -333,59 +340,6 @@ class CassandraStore:
             while len(self._hours_written) > HOURS_REMEMBERED:
                 self._hours_written.popitem(last=False)
 
-    # --- the replay thread ---
-
-    def _replay_loop(self) -> None:
-        """Keeps replaying whatever goes wrong: a bug here must not silently stop the spool draining."""
-        while not self._stop.is_set():
-            try:
-                self._replay()
-            except Exception:  # logged with its traceback, then the loop starts over after a pause
-                log.exception("spool replay thread failed; restarting it in %ss", RECONNECT_BACKOFF_S[-1])
-                self._stop.wait(RECONNECT_BACKOFF_S[-1])
-
-    def _replay(self) -> None:
-        """Reconnect when needed, adopt spools of dead processes, replay the spool oldest first."""
-        failures = 0
-        next_orphan_scan = time.monotonic() + ORPHAN_SCAN_INTERVAL_S
-        while not self._stop.is_set():
-            if self._stmts is None:
-                try:
-                    self._connect()
-                    failures = 0
-                except OUTAGE_ERRORS as exc:
-                    self._outage("connect", exc)
-                    failures += 1
-                    self._stop.wait(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1])
-                    continue
-                except (StoreUnavailable, cassandra_schema.SchemaError) as exc:
-                    log.error("%s", exc)
-                    self.last_error = str(exc)
-                    self._stop.wait(RECONNECT_BACKOFF_S[-1])
-                    continue
-            if time.monotonic() >= next_orphan_scan:
-                self.spool.adopt_orphans()
-                next_orphan_scan = time.monotonic() + ORPHAN_SCAN_INTERVAL_S
-            chunk = self.spool.oldest(REPLAY_CHUNK)
-            if not chunk:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            failed = {rec.id for rec in self._write([s.record for s in chunk], operation="replay")}
-            done = [s for s in chunk if s.record.id not in failed]
-            if done:
-                self.spool.remove(done)
-                if not self.spool.depth:
-                    log.info(
-                        "spool replayed: %d records written to Cassandra since start", self.spool.replayed
-                    )
-            if failed:
-                metrics.SPOOL_FAILED.inc(len(failed))
-                failures += 1
-                self._stop.wait(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1])
-            else:
-                failures = 0
-
     # --- reads ---
 
     def _execute(self, stmt: Any, params: tuple[Any, ...] | None = None, operation: str = "read") -> Any:
@@ -400,8 +354,7 @@ class CassandraStore:
         self._outage(operation, exc)
         return StoreUnavailable(
             f"Cassandra at {self.config.endpoint} cannot answer ({type(exc).__name__}); history is "
-            f"unavailable until it is back. Predictions are still answered and recorded in the local spool "
-            f"({self.spool.depth} waiting)."
+            "unavailable until it is back."
         )
 
     def _get_many(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, PredictionRecord]:
@@ -508,15 +461,8 @@ class CassandraStore:
     # --- health and shutdown ---
 
     def health(self) -> dict[str, Any]:
-        """ok while predictions can be recorded (in Cassandra or the spool); degraded during an outage."""
-        details: dict[str, Any] = {
-            "backend": self.backend,
-            "endpoint": self.config.endpoint,
-            "spool_depth": self.spool.depth,
-            "spool_bytes": self.spool.bytes,
-            "spool_rejected": self.spool.rejected,
-            "spool_replayed": self.spool.replayed,
-        }
+        """ok while Cassandra answers a one-row read within 2 s; "down" otherwise, with the last error."""
+        details: dict[str, Any] = {"backend": self.backend, "endpoint": self.config.endpoint}
         cassandra = "up"
         session = self._session
         if session is None:
@@ -530,25 +476,14 @@ class CassandraStore:
         details["cassandra"] = cassandra
         if cassandra != "up" and self.last_error:
             details["error"] = self.last_error
-        if details["spool_bytes"] >= self.spool.max_bytes * 0.99:
-            details["spool_full"] = True
-        status = "ok" if cassandra == "up" and details["spool_depth"] == 0 else "degraded"
-        return {**details, "ok": True, "status": status}
-
-    def wait_for_replay(self, timeout: float) -> bool:
-        """Block until the spool is empty (tests, shutdown); True if it emptied in time."""
-        deadline = time.monotonic() + timeout
-        while self.spool.depth and time.monotonic() < deadline:
-            self._wake.set()
-            time.sleep(0.05)
-        return self.spool.depth == 0
+        up = cassandra == "up"
+        return {**details, "ok": up, "status": "ok" if up else "down"}
 
     def close(self) -> None:
-        """Stop replaying (what is left stays on disk for the next process), close the driver."""
+        """Stop connecting, close the driver."""
         self._stop.set()
-        self._wake.set()
-        self._replayer.join(10)
-        self.spool.close()
+        if self._connector is not None:
+            self._connector.join(10)
         if self._cluster is not None:
             self._cluster.shutdown()
         self._session = self._stmts = self._cluster = None

@@ -18,7 +18,7 @@ from cassandra.policies import (
     TokenAwarePolicy,
 )
 
-from service.store.cassandra_url import CassandraConfig
+from service.store.cassandra.url import CassandraConfig
 
 
 def make_cluster(config: CassandraConfig) -> Cluster:

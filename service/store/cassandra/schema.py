@@ -16,7 +16,7 @@ from importlib.resources import files
 
 from cassandra.cluster import Session
 
-from service.store.cassandra_url import Replication
+from service.store.cassandra.url import Replication
 
 SCHEMA_VERSION = 1
 COMPONENT = "mnist-service"
@@ -33,7 +33,7 @@ class SchemaError(RuntimeError):
 
 def cql_text() -> str:
     """schema.cql as shipped in the package."""
-    return files("service.store").joinpath("schema.cql").read_text()
+    return files("service.store.cassandra").joinpath("schema.cql").read_text()
 
 
 def table_id(keyspace: str, table: str) -> uuid.UUID:
