@@ -131,10 +131,9 @@ _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/tiff
 
 
 def _records_cursor() -> str:
-    from service.api.records import CURSOR  # the pattern the handler checks, in ECMA spelling
-
+    """The pattern the handler checks (service/types/records.py), in ECMA spelling (no group names)."""
     # An empty `before` means "from the newest", as an absent one does.
-    return "^(?:" + re.sub(r"\?P<\w+>", "", CURSOR)[1:-1] + ")?$"
+    return "^(?:" + re.sub(r"\?P<\w+>", "", records.CURSOR)[1:-1] + ")?$"
 
 
 def _own_operations() -> dict[tuple[str, str], Operation]:
@@ -155,12 +154,8 @@ def _own_operations() -> dict[tuple[str, str], Operation]:
     form = {
         "type": "object",
         "properties": {
-            "image": {
-                "anyOf": [
-                    _DIGIT_FILE,
-                    {"type": "array", "items": _DIGIT_FILE, "minItems": 1, "x-batch": True},
-                ]
-            },
+            # One file per part; repeat the part for several images (the answer is then a list).
+            "image": {**_DIGIT_FILE, "description": "An image file holding one digit; repeat for several"},
             "file": {
                 **_DIGIT_FILE,
                 "description": "An image file holding one digit (older clients' field name)",

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import ROOT
 from tests.service_support import digits
@@ -22,8 +23,10 @@ from tests.service_support import digits
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SEED = 20261202
-MAX_EXAMPLES = 10  # per operation and phase: the run stays within a few minutes on two cores
-RUN_TIMEOUT_S = 600
+# Per operation, for the fuzzing and stateful phases (the coverage phase walks every constraint once and
+# takes most of the run: about 130 s of CPU in all).
+MAX_EXAMPLES = 10
+RUN_TIMEOUT_S = 900  # about 3 min on two free cores; a machine busy with other work needs more
 
 
 def test_schemathesis_finds_no_failures_and_no_server_errors(
@@ -71,5 +74,8 @@ def test_schemathesis_finds_no_failures_and_no_server_errors(
     summary = text[text.rfind("SUMMARY") :] if "SUMMARY" in text else text[-3000:]
     print(summary)
     assert result.returncode == 0, f"schemathesis failed (full report: {report}):\n{text[-12000:]}"
-    assert "No issues found" in text or " passed" in summary, summary
-    assert "Tested: 27" in summary or "Tested:" in summary, summary
+    spec = requests.get(f"{server.url}/openapi.json", timeout=30).json()
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    assert f"Tested: {operations}" in summary, summary
+    for phase in ("Coverage", "Fuzzing", "Stateful"):  # every phase ran and passed
+        assert f"✅ {phase}" in summary, summary
