@@ -77,9 +77,9 @@ class ServiceState:
             _uuid4s(len(images)),
             latency_ms,
         )
-        self._record(result, served, uploads, request, api)
-        if tracing.ENABLED:
+        if tracing.ENABLED:  # before the records are queued: the writer thread may take them at once
             tracing.remember(result.ids, tracing.current_context())
+        self._record(result, served, uploads, request, api)
         metrics.observe_predictions(served.name, digits.tolist(), confidences.tolist())
         return result
 

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -162,22 +162,25 @@ def remember(ids: Sequence[uuid.UUID], ctx: Any) -> None:
             _links[rid] = ctx
 
 
-@contextlib.contextmanager
-def _store_write(records: Sequence[Any], backend: str) -> Iterator[None]:
+def _links_of(records: Sequence[Any]) -> list[Any]:
     from opentelemetry import trace
 
     with _links_lock:
-        contexts = {_links.pop(rec.id, None) for rec in records}
-    links = [trace.Link(ctx) for ctx in contexts if ctx is not None]
-    with _tracer.start_as_current_span(
-        "store write", links=links, attributes={"store.backend": backend, "store.records": len(records)}
-    ):
-        yield
+        found = [_links.pop(rec.id, None) for rec in records]
+    # One link per request (its records share the span context); SpanContext itself is not hashable.
+    contexts = {(ctx.trace_id, ctx.span_id): ctx for ctx in found if ctx is not None}
+    return [trace.Link(ctx) for ctx in contexts.values()]
 
 
 def store_write(records: Sequence[Any], backend: str) -> contextlib.AbstractContextManager[Any]:
     """Around one write of the write-behind queue (records with an `id`): a span of its own, linked to the
-    requests whose records it writes."""
+    requests whose records it writes. A tracing failure is logged and never stops the writer thread."""
     if not ENABLED:
         return _NOTHING
-    return _store_write(records, backend)
+    try:
+        links = _links_of(records)
+    except Exception:
+        log.exception("tracing: could not link a store write to its requests")
+        return _NOTHING
+    attributes = {"store.backend": backend, "store.records": len(records)}
+    return _tracer.start_as_current_span("store write", links=links, attributes=attributes)

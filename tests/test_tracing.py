@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,20 +179,37 @@ def test_traces_reach_jaeger_with_the_callers_parent(jaeger: Jaeger, server_fact
         assert _tags(spans["batch inference"][0])["batch.size"] >= 1
 
     # Store writes happen later, in their own traces, linked to the requests whose records they wrote.
+    def store_writes() -> list[dict]:
+        return [
+            span
+            for trace in jaeger.traces(service)
+            for span in trace["spans"]
+            if span["operationName"] == "store write"
+        ]
+
     def linked() -> set[str]:
-        found = set()
-        for trace in jaeger.traces(service):
-            for span in trace["spans"]:
-                if span["operationName"] == "store write":
-                    found |= {
-                        ref["traceID"] for ref in span["references"] if ref["refType"] == "FOLLOWS_FROM"
-                    }
-        return found
+        return {
+            ref["traceID"]
+            for span in store_writes()
+            for ref in span["references"]
+            if ref["refType"] == "FOLLOWS_FROM"
+        }
 
     ours = {trace_id for _, trace_id, _ in sent}
-    wait_until(
-        lambda: len(linked() & ours) >= len(ours) * 0.9, timeout=30, what="store writes linked to requests"
-    )
+    try:
+        wait_until(lambda: len(linked() & ours) >= len(ours) * 0.9, timeout=30, what="linked store writes")
+    except AssertionError:
+        writes = store_writes()
+        pytest.fail(
+            f"{len(linked() & ours)}/{len(ours)} requests linked; {len(writes)} store writes: {writes[:2]}"
+        )
+
+    # Tracing never costs a record: every request's prediction is in the store.
+    def stored() -> int:
+        with sqlite3.connect(server.db_path) as db:
+            return int(db.execute("SELECT count(*) FROM predictions").fetchone()[0])
+
+    wait_until(lambda: stored() >= len(sent), timeout=30, what=f"{len(sent)} stored records")
     # The trace id is in the access line of each request.
     logged = {
         json.loads(line).get("trace_id") for line in server.logs().splitlines() if line.startswith('{"')
