@@ -215,3 +215,41 @@ def test_traces_reach_jaeger_with_the_callers_parent(jaeger: Jaeger, server_fact
         json.loads(line).get("trace_id") for line in server.logs().splitlines() if line.startswith('{"')
     }
     assert ours <= logged
+
+
+def test_cassandra_statements_are_spans_under_the_store_write(
+    jaeger: Jaeger, server_factory, cassandra_node, cassandra_keyspace: str
+) -> None:
+    """opentelemetry-instrumentation-cassandra: the driver's statements appear as `Cassandra` client spans,
+    children of the `store write` that issued them."""
+    service = f"mnist-cass-{secrets.token_hex(4)}"
+    server = server_factory(
+        {
+            "MNIST_STORE_URL": cassandra_node.store_url(cassandra_keyspace),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{jaeger.otlp}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_TRACES_SAMPLER": "always_on",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        },
+        workers=1,
+    )
+    body = {"inputs": [{"name": "image", "shape": [1, 784], "datatype": "FP32", "data": [0.5] * 784}]}
+    for _ in range(20):
+        answer = requests.post(f"{server.url}/v2/models/cnn/infer", json=body, timeout=TIMEOUT)
+        assert answer.status_code == 200
+
+    def cassandra_under_store_write() -> list[dict]:
+        found = []
+        for trace in jaeger.traces(service):
+            writes = {s["spanID"] for s in trace["spans"] if s["operationName"] == "store write"}
+            found += [
+                s
+                for s in trace["spans"]
+                if s["operationName"] == "Cassandra"
+                and any(ref["spanID"] in writes for ref in s["references"] if ref["refType"] == "CHILD_OF")
+            ]
+        return found
+
+    spans = wait_until(cassandra_under_store_write, timeout=60, what="Cassandra spans under a store write")
+    assert _tags(spans[0])["span.kind"] == "client"

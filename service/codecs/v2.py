@@ -48,13 +48,11 @@ DATATYPES: dict[str, Datatype] = {
 OUTPUT_TYPES = {"probabilities": "FP32", "digit": "INT64"}
 CLASSIFICATION_TYPE = "BYTES"
 _BATCH_SHAPES = ((SIDE * SIDE,), (SIDE, SIDE), (SIDE, SIDE, 1))
-# Request parameters this server reads; the spec leaves others to the server, which ignores them.
-KNOWN_PARAMETERS = ("binary_data_output", "timeout", "priority")
 
 
 @dataclass(frozen=True)
 class Wanted:
-    """One requested output: its name, JSON or binary, and `class_count` (0 = the tensor itself)."""
+    """One requested output: its name, JSON or binary, and the classification's k (0 = the tensor itself)."""
 
     name: str
     binary: bool = False
