@@ -1,7 +1,7 @@
 # mnist-service: the HTTP service (gunicorn via `mnist serve`) with the shipped LiteRT models. No TensorFlow.
 #
 #   podman build --format docker -t localhost/mnist-service:0.1.0 .      (or `make image`, which also makes a base)
-#   podman run --rm -p 8000:8000 --read-only --tmpfs /tmp --tmpfs /var/lib/mnist:U --tmpfs /var/spool/mnist:U \
+#   podman run --rm -p 8000:8000 -p 8001:8001 --read-only --tmpfs /tmp --tmpfs /var/lib/mnist:U --tmpfs /var/spool/mnist:U \
 #     --tmpfs /run/prometheus:U localhost/mnist-service:0.1.0
 #
 # Everything is configured by MNIST_* environment variables (see docs/configuration.md).
@@ -68,13 +68,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MNIST_HOST=0.0.0.0 \
     MNIST_PORT=8000 \
+    MNIST_GRPC_PORT=8001 \
     MNIST_MODEL_DIR=/opt/mnist/models \
     MNIST_STORE_URL=sqlite:////var/lib/mnist/predictions.db \
     MNIST_SPOOL_DIR=/var/spool/mnist \
     PROMETHEUS_MULTIPROC_DIR=/run/prometheus
 WORKDIR /var/lib/mnist
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MNIST_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["mnist"]

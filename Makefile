@@ -76,7 +76,7 @@ cassandra-cluster-down: ## Stop the 3-node cluster
 test-cluster: install ## The 3-node (RF=3) Cassandra tests, after the rest (make test runs them too)
 	MNIST_TEST_SESSION=cluster $(BIN)/pytest -m cluster tests/test_cassandra_cluster.py
 
-tools: ## Build helm and kubeconform from the Go module proxy into .cache/bin
+tools: ## Build helm and kubeconform (.cache/bin) and Jaeger (~/.cache/mnist-service/bin) with go install
 	scripts/install-tools.sh
 
 manifests: tools ## Regenerate k8s/ plain manifests from the Helm chart

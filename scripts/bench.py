@@ -47,6 +47,7 @@ from service.store.queue import WriteQueue  # noqa: E402
 from service.store.sqlite import SqliteStore  # noqa: E402
 
 LUA = ROOT / "scripts" / "bench.lua"
+GRPC_LOAD = ROOT / "scripts" / "grpc_load.py"
 TARGET_P50_MS = 5.0
 TARGET_CNN_RPS_AT_32 = 1000.0
 TARGET_RATIO = 0.5
@@ -147,6 +148,7 @@ class Report:
     settings: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
     batched: list[Run] = field(default_factory=list)  # BATCH images per request, TF Serving and v2 APIs
+    grpc: list[Run] = field(default_factory=list)  # v2 over gRPC, 1 and BATCH images per request
     ceilings: dict[str, dict[int, float]] = field(default_factory=dict)
     model_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per image, 1 thread, batch 32
     preprocess_ms: float = 0.0
@@ -342,6 +344,46 @@ def run_wrk(
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     line = [x for x in out.splitlines() if x.startswith("{")][-1]
     return dict(json.loads(line))
+
+
+def run_grpc(
+    target: str, data: Path, model: str, images: int, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    """One run of scripts/grpc_load.py (its own process, like wrk): ModelInfer with UINT8 [images, 28, 28]."""
+    cmd = [
+        sys.executable,
+        str(GRPC_LOAD),
+        target,
+        "--model",
+        model,
+        "--images",
+        str(images),
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        f"{seconds:g}",
+        "--data",
+        str(data),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def grpc_digits(target: str, images: np.ndarray, model: str) -> list[int]:
+    """Digits predicted for one gRPC request of these uint8 images (the sanity check of the gRPC rows)."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    tensor = service_pb2.ModelInferRequest.InferInputTensor(
+        name="image", datatype="UINT8", shape=[len(images), 28, 28]
+    )
+    request = service_pb2.ModelInferRequest(
+        model_name=model, inputs=[tensor], raw_input_contents=[images.tobytes()]
+    )
+    with grpc.insecure_channel(target) as channel:
+        answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    index = [o.name for o in answer.outputs].index("digit")
+    return np.frombuffer(answer.raw_output_contents[index], dtype="<i8").tolist()
 
 
 # --- in-process measurements ---
@@ -549,6 +591,32 @@ def batched_section(report: Report) -> list[str]:
     return lines
 
 
+def grpc_section(report: Report) -> list[str]:
+    if not report.grpc:
+        return []
+    lines = [
+        "",
+        "## Open Inference Protocol v2 over gRPC",
+        "",
+        "`inference.GRPCInferenceService/ModelInfer` served by every worker on one SO_REUSEPORT port, a "
+        "UINT8 tensor [N, 28, 28] in `raw_input_contents` (what tritonclient sends), N = 1 or "
+        f"{BATCH} MNIST test digits per call. Load from scripts/grpc_load.py (wrk speaks no HTTP/2): its own "
+        "process, closed loop, one connection per concurrent call. Every image is recorded as over REST.",
+        "",
+        "| model | images/request | concurrency | images/s | requests/s | p50 ms | p99 ms | errors "
+        "| server CPU ms/image | server CPU ms/request | server cores busy | load generator cores busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.grpc:
+        lines.append(
+            f"| {r.model} | {r.images} | {r.concurrency} | {r.images_per_s:,.0f} | {r.rps:,.0f} "
+            f"| {r.ms('p50_us'):.2f} | {r.ms('p99_us'):.2f} | {r.errors} | {r.cpu_ms_per_image:.3f} "
+            f"| {r.cpu_ms_per_request:.3f} | {r.server_cpu_s / r.seconds:.2f} "
+            f"| {r.wrk_cpu_s / r.seconds:.2f} |"
+        )
+    return lines
+
+
 # BENCHMARKS.md from this heading on holds figures other scripts measured (model latency, preprocessing,
 # Cassandra); a bench run rewrites everything above it and keeps that part as it is.
 BY_HAND = "## Measured by other scripts"
@@ -644,6 +712,7 @@ def render(report: Report) -> str:
             f"| {request_ms:.2f} ms | {http:,.0f} | {http / model_only:.1%} | {http / with_pre:.0%} |"
         )
     lines += batched_section(report)
+    lines += grpc_section(report)
     rss = report.rss
     lines += [
         "",
@@ -717,6 +786,8 @@ def main() -> None:
         "--batched-concurrency", default="4,16", help=f"connection counts for {BATCH} images per request"
     )
     parser.add_argument("--bodies", type=int, default=50, help=f"distinct {BATCH}-image requests to cycle")
+    parser.add_argument("--grpc-concurrency", default="1,32", help="concurrent calls of the gRPC rows")
+    parser.add_argument("--grpc-images", default=f"1,{BATCH}", help="images per gRPC request")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--http-only", action="store_true", help="only the HTTP runs, printed, no report")
     parser.add_argument(
@@ -736,6 +807,10 @@ def main() -> None:
     bodies = write_bodies(base.data_dir, tmp, args.bodies)
     batch_labels = [int(y) for y in load_mnist(base.data_dir).test_labels[:BATCH]]
     batched_levels = [int(c) for c in args.batched_concurrency.split(",") if c]
+    grpc_levels = [int(c) for c in args.grpc_concurrency.split(",") if c]
+    grpc_sizes = [int(n) for n in args.grpc_images.split(",") if n]
+    grpc_data = tmp / "digits.npy"
+    np.save(grpc_data, load_mnist(base.data_dir).test_images[:2000])
     # A private copy of each model's latest version: the run measures one fixed set of artifacts.
     model_dir = tmp / "models"
     notes: dict[str, str] = {}
@@ -750,10 +825,12 @@ def main() -> None:
         py_spy = None
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    grpc_target = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "MNIST_HOST": "127.0.0.1",
         "MNIST_PORT": str(port),
+        "MNIST_GRPC_PORT": grpc_target.rsplit(":", 1)[1],
         "MNIST_STORE_URL": f"sqlite:///{tmp / 'predictions.db'}",
         "MNIST_SPOOL_DIR": str(tmp / "spool"),
         "MNIST_MODEL_DIR": str(model_dir),
@@ -826,6 +903,28 @@ def main() -> None:
                         f"{model} {api} c={c}: {run.images_per_s:,.0f} images/s ({run.rps:,.0f} requests/s) "
                         f"p50 {run.ms('p50_us'):.2f} ms p99 {run.ms('p99_us'):.2f} ms errors {run.errors}, "
                         f"server CPU {run.cpu_ms_per_image:.3f} ms/image"
+                    )
+            if grpc_levels and grpc_sizes:
+                test = load_mnist(base.data_dir)
+                digits = grpc_digits(grpc_target, test.test_images[:BATCH], model)
+                answered += len(digits)
+                right = sum(d == int(y) for d, y in zip(digits, test.test_labels[:BATCH], strict=True))
+                report.sanity[f"{model} gRPC"] = f"{right}/{BATCH} of one {BATCH}-digit gRPC request right"
+                warm = run_grpc(grpc_target, grpc_data, model, 1, 4, 3)
+                answered += int(warm["requests"]) - int(warm["http_errors"])
+            for n in grpc_sizes:
+                for c in grpc_levels:
+                    cpu, load_cpu = cpu_seconds(proc.pid), children_cpu_seconds()
+                    result = run_grpc(grpc_target, grpc_data, model, n, c, args.seconds)
+                    cpu, load_cpu = cpu_seconds(proc.pid) - cpu, children_cpu_seconds() - load_cpu
+                    run = Run(model, c, result, cpu, load_cpu, "v2 gRPC UINT8", n)
+                    answered += n * run.ok
+                    report.grpc.append(run)
+                    log(
+                        f"{model} gRPC {n} image(s) c={c}: {run.images_per_s:,.0f} images/s "
+                        f"({run.rps:,.0f} requests/s) p50 {run.ms('p50_us'):.2f} ms "
+                        f"p99 {run.ms('p99_us'):.2f} ms "
+                        f"errors {run.errors}, server CPU {run.cpu_ms_per_image:.3f} ms/image"
                     )
         report.rss = server_rss(proc.pid)
         if py_spy:  # an extra run, so that sampling does not disturb the measured ones

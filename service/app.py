@@ -16,7 +16,7 @@ import numpy as np
 from flask import Flask, Response, g, request
 from PIL import Image
 
-from service import metrics
+from service import metrics, tracing
 from service.api import errors, export, ops, predict, records, tfserving, v2, web
 from service.api.handler import EXTENSION
 from service.inference import ModelRegistry
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """A ready app: models loaded and warmed up, store open, write queue running."""
     settings = settings or Settings()
     configure_logging(settings)
+    tracing.configure()
     app = Flask("service")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
 
@@ -114,6 +115,17 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
     def _start() -> Response | None:
         g.started = time.perf_counter()
         g.request_id = request_id(request.headers.get("X-Request-ID"))
+        if tracing.ENABLED:
+            rule = request.url_rule
+            g.span = tracing.server_span(
+                f"{request.method} {_route_label(rule.rule) if rule is not None else 'unmatched'}",
+                request.headers,
+                **{
+                    "http.request.method": request.method,
+                    "url.path": request.path,
+                    "request.id": g.request_id,
+                },
+            )
         if request.method == "OPTIONS" and origins and request.headers.get("Access-Control-Request-Method"):
             return Response(status=204)  # CORS preflight; headers are added below
         return None
@@ -130,6 +142,12 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
         rule, method, status = request.url_rule, request.method, response.status_code
         route = _route_label(rule.rule) if rule is not None else None
         metrics.observe_request(route or "unmatched", method, status, seconds)
+        trace_id = None
+        span = g.pop("span", None) if tracing.ENABLED else None
+        if span is not None:
+            trace_id = span.trace_id
+            response.headers[tracing.TRACEPARENT] = span.traceparent()
+            span.end(status, status >= 500)
         log_request(
             request_id=rid,
             route=route or request.path,
@@ -139,6 +157,7 @@ def _install_request_hooks(app: Flask, origins: set[str]) -> None:
             client=request.remote_addr,
             model=g.get("model"),
             digit=g.get("digit"),
+            **({"trace_id": trace_id} if trace_id else {}),
         )
         return response
 

@@ -69,21 +69,39 @@ def on_starting(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """In the worker, after its app is loaded: start the thread that watches the model directory (threads
-    do not survive a fork, so this is the earliest safe place). `worker_exit`'s shutdown stops it."""
+    do not survive a fork, so this is the earliest safe place; `worker_exit`'s shutdown stops it), and serve
+    gRPC from this worker's data plane (MNIST_GRPC_PORT, shared by every worker with SO_REUSEPORT; 0 = off;
+    grpc is imported here, never in the arbiter)."""
+    from service.app import state_of
+
     app = getattr(worker, "wsgi", None)
-    state = app.extensions.get("mnist") if app is not None and hasattr(app, "extensions") else None
-    if state is not None:
-        state.models.watch()
+    state = state_of(app) if app is not None else None
+    if state is None:
+        return
+    state.models.watch()
+    if _settings.grpc_port:
+        from service.grpc import server as grpc_server
+
+        worker.grpc_server = grpc_server.start(state, _settings)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """In the worker, after its last request: write every queued record, then close the store."""
+    """In the worker, after its last request: end gRPC calls, write every queued record, close the store."""
     app = getattr(worker, "wsgi", None)
     if app is None or not hasattr(app, "extensions"):
         return  # called in the arbiter for a worker that was already gone
     from service.app import shutdown
 
+    grpc = getattr(worker, "grpc_server", None)
+    if grpc is not None:
+        from service.grpc import server as grpc_server
+
+        grpc_server.stop(grpc, _settings.graceful_timeout_s * 0.25)
+
     drained = shutdown(app, timeout=_settings.graceful_timeout_s * 0.75)
+    from service import tracing
+
+    tracing.shutdown()
     server.log.info("worker %s drained %d records on exit", worker.pid, drained)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from service import metrics
+from service import metrics, tracing
 from service.artifacts import Artifact
 from service.errors import ModelsUnavailable, RepositoryConflict, UnknownModel
 from service.lifecycle.checks import REJECTED, Fingerprint, Refused, check_answers, scan, verify
@@ -46,6 +46,7 @@ class _Job:
     images: np.ndarray  # float32 [n, 28, 28]
     future: Future[np.ndarray]
     queued: float = field(default_factory=time.monotonic)
+    trace: Any = field(default_factory=tracing.current_context)  # the request's span context (None: off)
 
 
 _STOP = object()
@@ -202,7 +203,13 @@ class MicroBatcher:
             for job in jobs:
                 job.future.set_exception(exc)
             return
-        metrics.observe_batch(self.name, len(batch), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.observe_batch(self.name, len(batch), seconds)
+        began = time.monotonic() - seconds
+        waited = [began - job.queued for job in jobs]
+        metrics.observe_jobs(self.name, sum(waited), len(jobs), seconds)
+        if tracing.ENABLED:
+            tracing.record_batch([job.trace for job in jobs], waited, seconds, len(batch))
         offset = 0
         for job in jobs:
             n = len(job.images)

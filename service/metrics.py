@@ -36,15 +36,17 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0
 BATCH_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 
 # --- HTTP ---
+# gRPC calls are counted here too (they are HTTP/2 POSTs): protocol="grpc", endpoint is the RPC's path,
+# method "POST" and status the gRPC code's name (OK, INVALID_ARGUMENT, ...).
 HTTP_REQUESTS = Counter(
     "mnist_http_requests_total",
-    "HTTP requests answered, by route template, method and status code.",
-    ["endpoint", "method", "status"],
+    "Requests answered, by protocol (http, grpc), route template or RPC, method and status code.",
+    ["endpoint", "method", "status", "protocol"],
 )
 HTTP_DURATION = Histogram(
     "mnist_http_request_duration_seconds",
-    "Time from request start to response, by route template.",
-    ["endpoint"],
+    "Time from request start to response, by route template or RPC, and protocol.",
+    ["endpoint", "protocol"],
     buckets=LATENCY_BUCKETS,
 )
 
@@ -103,6 +105,34 @@ SHADOW_PREDICTIONS = Counter(
     "mnist_shadow_predictions_total",
     "Shadow predictions (recorded, never returned), by whether they agree with the primary's digit.",
     ["model", "primary_version", "shadow_version", "agreement"],
+)
+
+# --- Per-model request statistics (the v2 statistics extension reads them back: service/statistics.py) ---
+MODEL_REQUESTS = Counter(
+    "mnist_model_requests_total",
+    "Inference requests per model, by outcome (success, fail) and API (own, tfserving, v2, v2-grpc).",
+    ["model", "outcome", "api"],
+)
+MODEL_REQUEST_SECONDS = Counter(
+    "mnist_model_request_seconds_total",
+    "Summed duration of inference requests (start to model answer), by model and outcome.",
+    ["model", "outcome"],
+)
+MODEL_QUEUE_SECONDS = Counter(
+    "mnist_model_queue_seconds_total",
+    "Summed time the requests' images waited in the micro-batcher's queue, by model.",
+    ["model"],
+)
+MODEL_COMPUTE_SECONDS = Counter(
+    "mnist_model_compute_seconds_total",
+    "Summed duration of the model calls the requests' images ran in (one per request and call), by model.",
+    ["model"],
+)
+MODEL_LAST_INFERENCE = Gauge(
+    "mnist_model_last_inference_timestamp_seconds",
+    "Unix time of the model's latest successful inference.",
+    ["model"],
+    multiprocess_mode="max",
 )
 
 # --- Store and write queue ---
@@ -183,7 +213,7 @@ def update_process_metrics(force: bool = False) -> None:
 _children: dict[tuple[object, ...], Any] = {}
 
 
-def _child(metric: Counter | Histogram, *values: str) -> Any:
+def _child(metric: Counter | Histogram | Gauge, *values: str) -> Any:
     """`metric.labels(*values)`, remembered: `labels()` takes a lock per call, which request threads
     contend for; a dict lookup does not (a rare duplicate creation is harmless, it returns the same child)."""
     key = (metric, *values)
@@ -193,11 +223,28 @@ def _child(metric: Counter | Histogram, *values: str) -> Any:
     return child
 
 
-def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
-    """Count one answered HTTP request and its latency (and keep the worker's RSS gauge fresh)."""
-    _child(HTTP_REQUESTS, endpoint, method, str(status)).inc()
-    _child(HTTP_DURATION, endpoint).observe(seconds)
+def observe_request(
+    endpoint: str, method: str, status: int | str, seconds: float, protocol: str = "http"
+) -> None:
+    """Count one answered request and its latency (and keep the worker's RSS gauge fresh)."""
+    _child(HTTP_REQUESTS, endpoint, method, str(status), protocol).inc()
+    _child(HTTP_DURATION, endpoint, protocol).observe(seconds)
     update_process_metrics()
+
+
+def observe_inference(model: str, api: str, ok: bool, seconds: float) -> None:
+    """One inference request of a served model ended (`seconds` from request start)."""
+    outcome = "success" if ok else "fail"
+    _child(MODEL_REQUESTS, model, outcome, api).inc()
+    _child(MODEL_REQUEST_SECONDS, model, outcome).inc(seconds)
+    if ok:
+        _child(MODEL_LAST_INFERENCE, model).set(time.time())
+
+
+def observe_jobs(model: str, queued_seconds: float, jobs: int, compute_seconds: float) -> None:
+    """One model call answered `jobs` requests that had waited `queued_seconds` in all."""
+    _child(MODEL_QUEUE_SECONDS, model).inc(queued_seconds)
+    _child(MODEL_COMPUTE_SECONDS, model).inc(compute_seconds * jobs)
 
 
 def observe_prediction(model: str, digit: int, confidence: float) -> None:

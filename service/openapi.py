@@ -47,6 +47,8 @@ _COMPONENTS: tuple[type[BaseModel], ...] = (
     v2.Live,
     v2.Ready,
     v2.ModelReady,
+    v2.ModelConfig,
+    v2.StatisticsResponse,
     ops.Health,
     ops.Readiness,
 )
@@ -316,6 +318,12 @@ def _v2_operations() -> dict[tuple[str, str], Operation]:
             tag, "Server metadata", "v2ServerMetadata", json_body(ref(v2.ServerMetadata), "OK")
         ),
         ("/v2/health/live", "get"): Operation(tag, "Liveness", "v2Live", json_body(ref(v2.Live), "OK")),
+        ("/v2/models/stats", "get"): Operation(
+            tag,
+            "Statistics of every model, summed over every worker",
+            "v2Statistics",
+            json_body(ref(v2.StatisticsResponse), "OK"),
+        ),
         ("/v2/health/ready", "get"): Operation(
             tag, "Readiness", "v2Ready", json_body(ref(v2.Ready), "OK"), {503: "Not ready"}, flat=True
         ),
@@ -346,9 +354,27 @@ def _v2_operations() -> dict[tuple[str, str], Operation]:
             flat=True,
             parameters=params,
         )
+        found[(f"{base}/config", "get")] = Operation(
+            tag,
+            "Model configuration (Triton's model_config as JSON)",
+            f"v2ModelConfig{tail}",
+            json_body(ref(v2.ModelConfig), "OK"),
+            {404: "Unknown model or version"},
+            flat=True,
+            parameters=params,
+        )
+        found[(f"{base}/stats", "get")] = Operation(
+            tag,
+            "Model statistics, summed over every worker",
+            f"v2ModelStatistics{tail}",
+            json_body(ref(v2.StatisticsResponse), "OK"),
+            {404: "Unknown model or version"},
+            flat=True,
+            parameters=params,
+        )
         found[(f"{base}/infer", "post")] = Operation(
             tag,
-            "Inference: FP32/FP64/UINT8 [N,784], [N,28,28] or [N,28,28,1] -> probabilities, digit",
+            "Inference: FP32/FP64/FP16/UINT8/INT64 [N,784], [N,28,28] or [N,28,28,1] -> probabilities, digit",
             f"v2Infer{tail}",
             {
                 "description": "JSON outputs, or binary ones after the JSON header",

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     # HTTP server (gunicorn)
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8000, ge=1, le=65535, description="Bind port.")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Open Inference Protocol v2 gRPC port, in every worker (0 = off)."
+    )
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
     threads: int = Field(8, ge=1, le=256, description="Threads per worker (requests served at once).")
     timeout_s: int = Field(30, ge=1, description="gunicorn worker timeout.")

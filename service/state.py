@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from service import metrics
+from service import metrics, tracing
 from service.codecs.body import Limits
 from service.errors import NotFound
 from service.inference import ModelRegistry, ServedModel
@@ -57,8 +57,13 @@ class ServiceState:
     ) -> Inference:
         """Run float32 [n, 28, 28] images through a model and queue one record per image."""
         served = self.models.get(model, version)
-        probabilities = served.predict(images)
+        try:
+            probabilities = served.predict(images)
+        except Exception:
+            metrics.observe_inference(served.name, api, False, time.perf_counter() - request.started)
+            raise
         latency_ms = (time.perf_counter() - request.started) * 1000
+        metrics.observe_inference(served.name, api, True, latency_ms / 1000)
         # Per-batch numpy rather than per-image Python: a request may carry hundreds of images.
         digits = probabilities.argmax(axis=1)
         confidences = probabilities.max(axis=1)
@@ -72,6 +77,8 @@ class ServiceState:
             _uuid4s(len(images)),
             latency_ms,
         )
+        if tracing.ENABLED:  # before the records are queued: the writer thread may take them at once
+            tracing.remember(result.ids, tracing.current_context())
         self._record(result, served, uploads, request, api)
         metrics.observe_predictions(served.name, digits.tolist(), confidences.tolist())
         return result

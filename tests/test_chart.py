@@ -205,7 +205,10 @@ def test_service_ports_target_container_ports(rendered: Rendered) -> None:
 def test_service_container_listens_where_the_settings_say(rendered: Rendered) -> None:
     config = rendered.one("ConfigMap", "api")["data"]
     container = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert {port["containerPort"] for port in container["ports"]} == {int(config["MNIST_PORT"])}
+    assert {port["containerPort"] for port in container["ports"]} == {
+        int(config["MNIST_PORT"]),
+        int(config["MNIST_GRPC_PORT"]),
+    }
     assert config["MNIST_HOST"] == "0.0.0.0"
 
 
@@ -789,3 +792,46 @@ def test_chart_metadata_follows_helm_v2() -> None:
 def test_values_files_are_valid_yaml_mappings() -> None:
     for path in [CHART / "values.yaml", *(p for p in VALUE_SETS.values() if p)]:
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+def test_grpc_port_is_exposed_and_can_be_turned_off() -> None:
+    """The Service, the NetworkPolicy and the container carry the gRPC port; probes stay on HTTP."""
+    on = render(sets={"networkPolicy.enabled": "true"})
+    service = on.one("Service", "api")
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc_port == {
+        "name": "grpc",
+        "port": 8001,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "kubernetes.io/h2c",
+    }
+    (container,) = on.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "grpc", "containerPort": 8001, "protocol": "TCP"} in container["ports"]
+    assert on.one("ConfigMap", "api")["data"]["MNIST_GRPC_PORT"] == "8001"
+    policy = on.one("NetworkPolicy", "api")
+    assert {"port": "grpc", "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"
+
+    off = render(sets={"networkPolicy.enabled": "true", "service.grpcPort": "0"})
+    assert [p["name"] for p in off.one("Service", "api")["spec"]["ports"]] == ["http"]
+    (container,) = off.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [p["name"] for p in container["ports"]] == ["http"]
+    assert off.one("ConfigMap", "api")["data"]["MNIST_GRPC_PORT"] == "0"
+    assert [p["port"] for p in off.one("NetworkPolicy", "api")["spec"]["ingress"][0]["ports"]] == ["http"]
+
+
+def test_tracing_values_set_the_standard_otel_variables() -> None:
+    """Off by default (no OTEL_* at all); an endpoint turns it on with the sampler and service name."""
+    (off,) = render().one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not [e for e in off.get("env", []) if e["name"].startswith("OTEL_")]
+    endpoint = "http://otel-collector.observability:4317"
+    on = render(sets={"tracing.otlpEndpoint": endpoint, "tracing.samplerArg": "0.5"})
+    (container,) = on.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert env["OTEL_SERVICE_NAME"] == "mnist-service"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.5"
+    assert env["OTEL_EXPORTER_OTLP_INSECURE"] == "true"

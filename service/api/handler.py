@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from flask import Response, current_app, g, request
 
+from service import tracing
 from service.state import ServiceState
 from service.types.batch import Inference, RequestInfo
 
@@ -58,7 +59,7 @@ def infer(
     state = current()
     if model is not None:
         state.models.get(model, version)  # an unknown model is a 404 before the body is read
-    with state.models.arrivals.expect():  # tells the batcher this request's images are coming
+    with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
         decoded = decode(state)
     for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
         state.models.get(named)

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from service import __version__
+from service import v2_info
 from service.api import errors, handler
 from service.api.handler import current, json_response
 from service.codecs import v2
 from service.errors import NotReady
 from service.state import ServiceState
-from service.tensors import SIDE
 from service.types import v2 as types
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 errors.register_flat(bp)
-
-EXTENSIONS = ["binary_tensor_data"]
 
 
 def _json(model: types.BaseModel) -> Response:
@@ -28,7 +25,7 @@ def _json(model: types.BaseModel) -> Response:
 
 @bp.get("")
 def server_metadata() -> Response:
-    return _json(types.ServerMetadata(name="mnist-service", version=__version__, extensions=EXTENSIONS))
+    return _json(v2_info.server_metadata())
 
 
 @bp.get("/health/live")
@@ -46,20 +43,23 @@ def ready() -> Response:
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    model = current().models.get(name, version)
-    return _json(
-        types.ModelMetadata(
-            name=model.name,
-            versions=[model.version],
-            platform="tflite",
-            inputs=[types.TensorMetadata(name=types.INPUT_NAME, datatype="FP32", shape=[-1, SIDE, SIDE])],
-            outputs=[
-                types.TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, 10]),
-                types.TensorMetadata(name="digit", datatype="INT64", shape=[-1]),
-            ],
-            parameters={"accuracy": model.accuracy},
-        )
-    )
+    return _json(v2_info.model_metadata(current().models.get(name, version)))
+
+
+@bp.get("/models/<name>/config")
+@bp.get("/models/<name>/versions/<version>/config")
+def model_config(name: str, version: str | None = None) -> Response:
+    """Triton's model configuration extension."""
+    return _json(types.ModelConfig.model_validate(v2_info.model_config(current().models.get(name, version))))
+
+
+@bp.get("/models/stats")
+@bp.get("/models/<name>/stats")
+@bp.get("/models/<name>/versions/<version>/stats")
+def model_statistics(name: str | None = None, version: str | None = None) -> Response:
+    """The statistics extension: every model, or one, summed over all workers."""
+    stats = v2_info.model_statistics(current().models, name, version)
+    return _json(types.StatisticsResponse.model_validate(stats))
 
 
 @bp.get("/models/<name>/ready")

@@ -25,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from service import metrics
+from service import metrics, tracing
 from service.store.base import PredictionRecord, Store
 from service.store.peers import WriteNotices
 
@@ -168,7 +168,8 @@ class WriteQueue:
         while True:
             batch = self._take(block=True)
             if batch:
-                self._write(batch, self.retries)
+                with tracing.store_write(batch, self.backend):
+                    self._write(batch, self.retries)
                 self._done(len(batch))
             elif self._stop.is_set():
                 return

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 INPUT_NAME = "image"
 OUTPUTS = ("probabilities", "digit")
-InputDatatype = Literal["FP32", "FP64", "UINT8"]
+InputDatatype = Literal["FP32", "FP64", "FP16", "UINT8", "INT64"]
 # The batch dimension; its maximum is the batch cap (MNIST_MAX_IMAGES_PER_REQUEST), set by service/openapi.py.
 BatchDim = Annotated[int, Field(ge=1, json_schema_extra={"x-batch-dim": True})]
 Value = Annotated[float, Field(ge=0, le=255)]
@@ -21,9 +21,9 @@ class InputParameters(BaseModel):
 
 
 class InputTensor(BaseModel):
-    """The one input: N images as [N, 784], [N, 28, 28] or [N, 28, 28, 1]; UINT8 0..255, floats 0..1/0..255.
-
-    `data` holds exactly prod(shape) numbers, or `binary_data_size` names the binary part.
+    """The one input: N images as [N, 784], [N, 28, 28] or [N, 28, 28, 1]; UINT8/INT64 0..255, floats 0..1
+    or 0..255. `data` holds exactly prod(shape) numbers, or `binary_data_size` names the binary part
+    (FP16 only comes that way).
     """
 
     name: str
@@ -39,6 +39,10 @@ class InputTensor(BaseModel):
 
 class OutputParameters(BaseModel):
     binary_data: bool | None = None
+    classification: int | None = Field(
+        None, ge=0, description="classification extension: the top k classes (probabilities only)"
+    )
+    class_count: int | None = Field(None, ge=0, description="alias of classification")
 
 
 class RequestedOutput(BaseModel):
@@ -47,8 +51,12 @@ class RequestedOutput(BaseModel):
 
 
 class RequestParameters(BaseModel):
+    """Known parameters are checked; others are ignored, as the protocol leaves them to the server."""
+
     model_config = ConfigDict(extra="allow")
     binary_data_output: bool | None = None
+    timeout: int | None = Field(None, ge=0, description="Microseconds; accepted")
+    priority: int | None = Field(None, ge=0, description="Accepted; every priority is served alike")
 
 
 class InferRequest(BaseModel):
@@ -60,9 +68,9 @@ class InferRequest(BaseModel):
 
 class OutputTensor(BaseModel):
     name: str = Field(description="probabilities or digit")
-    datatype: str = Field(description="FP32 (probabilities) or INT64 (digit)")
+    datatype: str = Field(description="FP32 (probabilities), INT64 (digit), BYTES (classification)")
     shape: list[int]
-    data: list[float | int] | None = None
+    data: list[float | int | str] | None = None
     parameters: dict[str, int] | None = None
 
 
@@ -105,3 +113,57 @@ class Ready(BaseModel):
 class ModelReady(BaseModel):
     name: str
     ready: bool
+
+
+class ConfigTensor(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    data_type: str
+    dims: list[int]
+
+
+class DynamicBatching(BaseModel):
+    preferred_batch_size: list[int]
+    max_queue_delay_microseconds: int
+
+
+class ModelConfig(BaseModel):
+    """Triton's model configuration (model_config.proto as JSON), the model_configuration extension."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    platform: str
+    max_batch_size: int
+    input: list[ConfigTensor]
+    output: list[ConfigTensor]
+    dynamic_batching: DynamicBatching
+
+
+class StatisticDuration(BaseModel):
+    count: int
+    ns: int
+
+
+class InferStatistics(BaseModel):
+    success: StatisticDuration
+    fail: StatisticDuration
+    queue: StatisticDuration
+    compute_input: StatisticDuration
+    compute_infer: StatisticDuration
+    compute_output: StatisticDuration
+
+
+class ModelStatistics(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="Milliseconds since the epoch (0 = never)")
+    inference_count: int = Field(description="Images inferred")
+    execution_count: int = Field(description="Model calls (micro-batches)")
+    inference_stats: InferStatistics
+    batch_stats: list[dict[str, object]]
+
+
+class StatisticsResponse(BaseModel):
+    """The statistics extension, summed over every worker."""
+
+    model_stats: list[ModelStatistics]

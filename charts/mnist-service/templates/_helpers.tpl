@@ -144,6 +144,20 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Environment shared by the service and the keyspace-init Job: settings from the ConfigMap, credentials from
      the Secret. */}}
 {{- define "mnist.env" -}}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_INSECURE
+  value: {{ .insecure | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .serviceName | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .samplerArg | quote }}
+{{- end }}
+{{- end }}
 {{- $secret := include "mnist.secretName" . }}
 {{- if $secret }}
 - name: MNIST_CASSANDRA_USERNAME
