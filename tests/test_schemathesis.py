@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_schemathesis_finds_no_failures_and_no_server_errors(
     digits_dir.mkdir()
     for digit in digits(mnist_data_dir, 20, start=300):
         (digits_dir / f"{digit.index}.png").write_bytes(digit.png)
-    report = output_dir / "schemathesis.txt"
+    report = tmp_path / "schemathesis.txt"  # copied to test-output/ at the end; parallel sessions never mix
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--config-file",
@@ -75,6 +76,7 @@ def test_schemathesis_finds_no_failures_and_no_server_errors(
             command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S
         )
     text = report.read_text()
+    shutil.copyfile(report, output_dir / "schemathesis.txt")
     summary = text[text.rfind("SUMMARY") :] if "SUMMARY" in text else text[-3000:]
     print(summary)
     assert result.returncode == 0, f"schemathesis failed (full report: {report}):\n{text[-12000:]}"
