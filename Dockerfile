@@ -43,7 +43,7 @@ COPY service ./service
 RUN set -eux; \
     /opt/venv/bin/pip install --no-deps .; \
     # Nothing installs packages at run time.
-    /opt/venv/bin/pip uninstall -y setuptools pip
+    /opt/venv/bin/python -m pip uninstall -y setuptools pip
 
 # --- runtime: the venv, the models, a non-root user ----------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -87,6 +87,24 @@ USER root
 RUN chown -R 10001:10001 /opt/venv/lib/python3*/site-packages/service
 USER 10001:10001
 ENV GUNICORN_CMD_ARGS="--reload"
+
+# --- trainer: `mnist retrain` (and `mnist train`) for the chart's retraining CronJob. TensorFlow and matplotlib
+# (the `train` extra, pinned in pyproject.toml) live only in this image; the serving image stays without them.
+#   podman build --format docker --target trainer -t localhost/mnist-service-trainer:0.1.0 .
+FROM builder AS trainer-venv
+RUN set -eux; \
+    /opt/venv/bin/python -m ensurepip; \
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["train"]))' \
+        > train-requirements.txt; \
+    /opt/venv/bin/python -m pip install -r train-requirements.txt; \
+    /opt/venv/bin/python -m pip uninstall -y setuptools pip
+
+FROM runtime AS trainer
+COPY --from=trainer-venv /opt/venv /opt/venv
+# Keras and matplotlib keep their caches under $HOME; the root filesystem is read-only, /tmp is a volume.
+ENV HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib
+CMD ["retrain", "--help"]
 
 # --- the default target (last stage): the runtime image unchanged.
 FROM runtime AS production

@@ -7,7 +7,7 @@ export MNIST_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist),$(abspath ../shar
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test lint format bench train evaluate manifests image image-test cassandra-image tools \
+.PHONY: help install run serve test lint format bench train evaluate manifests image image-trainer image-test cassandra-image tools \
         cassandra-up cassandra-down cassandra-cluster-up cassandra-cluster-down test-cluster e2e clean
 
 help: ## List the targets
@@ -70,6 +70,9 @@ manifests: tools ## Regenerate k8s/ plain manifests from the Helm chart
 
 image: ## Build the container image with podman on a local debootstrap base
 	scripts/build-image.sh
+
+image-trainer: ## Build localhost/mnist-service-trainer (the service plus TensorFlow: the retrain CronJob's image)
+	TARGET=trainer scripts/build-image.sh
 
 cassandra-image: ## Build localhost/mnist-cassandra:<version> (the official image's contract) with podman
 	scripts/build-cassandra-image.sh

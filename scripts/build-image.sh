@@ -5,7 +5,9 @@
 #   2. the Dockerfile, with --build-arg BASE_IMAGE=<that base>, tagged $IMAGE (localhost/mnist-service:<version>).
 #
 # Environment: IMAGE (default localhost/mnist-service:<pyproject version>), BASE_IMAGE (skip step 1 and use
-# this image instead, e.g. an official python:3.11-slim where pulls work), REBUILD_BASE=1 (make the base again).
+# this image instead, e.g. an official python:3.11-slim where pulls work), REBUILD_BASE=1 (make the base again),
+# TARGET (a Dockerfile stage: production, the default, or trainer = the service plus TensorFlow, tagged
+# localhost/mnist-service-trainer:<version> unless IMAGE says otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +17,12 @@ die() { log "error: $*"; exit 1; }
 . scripts/lib/image-base.sh
 
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
-IMAGE="${IMAGE:-localhost/mnist-service:$VERSION}"
+TARGET="${TARGET:-production}"
+case "$TARGET" in
+  production) IMAGE="${IMAGE:-localhost/mnist-service:$VERSION}" ;;
+  trainer) IMAGE="${IMAGE:-localhost/mnist-service-trainer:$VERSION}" ;;
+  *) die "TARGET=$TARGET: want production or trainer" ;;
+esac
 
 if [[ -z "${BASE_IMAGE:-}" ]]; then
   build_base
@@ -26,5 +33,6 @@ log "building $IMAGE on $BASE_IMAGE"
 started=$SECONDS
 # --format docker: the OCI format has no HEALTHCHECK; --layers: reuse cached steps across builds.
 podman_locked build --format docker --layers --network host "${ULIMITS[@]}" "${BUILD_MOUNTS[@]}" \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" --tag "$IMAGE" --file Dockerfile .
+  --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" --target "$TARGET" --tag "$IMAGE" \
+  --file Dockerfile .
 log "built $IMAGE in $((SECONDS - started))s, size $(image_size "$IMAGE")"

@@ -101,6 +101,97 @@ def train(
 
 
 @main.command()
+@click.option(
+    "--model", "name", type=click.Choice(["softmax", "cnn"]), required=True, help="Model to retrain."
+)
+@click.option("--from", "store_url", required=True, metavar="STORE_URL",
+              help="Store with the feedback: sqlite:///path or cassandra://host/keyspace.")  # fmt: skip
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model folder to start from and write to [MNIST_MODEL_DIR].")  # fmt: skip
+@_data_dir_option
+@click.option(
+    "--seed", type=int, default=42, show_default=True, help="Seeds the slice, the batches, the weights."
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Epochs (progress bar each)."
+)
+@click.option(
+    "--steps-per-epoch", type=click.IntRange(min=1), default=100, show_default=True, help="Steps per epoch."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=2), default=64, show_default=True, help="Images per step."
+)
+@click.option("--holdout", type=click.FloatRange(0.05, 0.9), default=0.2, show_default=True,
+              help="Share of the feedback kept as the evaluation slice.")  # fmt: skip
+@click.option("--feedback-share", type=click.FloatRange(0.0, 1.0), default=0.25, show_default=True,
+              help="Share of each batch drawn from the feedback (the rest from MNIST).")  # fmt: skip
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="AdamW learning rate of the fine-tune.")  # fmt: skip
+@click.option("--min-feedback", type=click.IntRange(min=2), default=50, show_default=True,
+              help="Refuse to run with fewer labelled predictions.")  # fmt: skip
+@click.option(
+    "--shuffle-labels", is_flag=True, hidden=True, help="Scramble feedback labels (tests the gate)."
+)
+def retrain(
+    name: str,
+    store_url: str,
+    model_dir: Path | None,
+    data_dir: Path | None,
+    seed: int,
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    holdout: float,
+    feedback_share: float,
+    learning_rate: float,
+    min_feedback: int,
+    shuffle_labels: bool,
+) -> None:
+    """Fine-tune the serving version on MNIST plus the store's feedback; write the next version, servable
+    only if it passes the promotion gate (else marked rejected with the reason)."""
+    import logging
+    import shlex
+    import sys
+
+    from service.errors import DataError
+    from service.retrain import RetrainError, RetrainOptions, retrain
+    from service.settings import Settings
+    from service.store.factory import open_store
+    from service.train import TrainingError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    defaults = Settings()
+    settings = Settings(store_url=store_url)
+    options = RetrainOptions(
+        steps_per_epoch=steps_per_epoch, epochs=epochs, batch_size=batch_size, holdout=holdout, seed=seed,
+        feedback_share=feedback_share, learning_rate=learning_rate, min_feedback=min_feedback,
+        shuffle_labels=shuffle_labels,
+    )  # fmt: skip
+    store = open_store(settings)
+    try:
+        outcome = retrain(
+            name,
+            store,
+            model_dir=model_dir or defaults.model_dir,
+            data_dir=data_dir or defaults.data_dir,
+            options=options,
+            command=shlex.join(["mnist", *sys.argv[1:]]),
+        )
+    except (RetrainError, DataError, TrainingError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    meta, serving = outcome.artifact.metadata, outcome.artifact.metadata["serving"]
+    click.echo(
+        f"{name} v{outcome.artifact.version} ({'servable' if outcome.servable else 'REJECTED'}): "
+        f"MNIST test {meta['test_accuracy']:.4f} (serving v{serving['version']}: "
+        f"{serving['test_accuracy']:.4f}), feedback slice {meta['feedback_slice_accuracy']:.4f} (serving: "
+        f"{serving['feedback_slice_accuracy']:.4f}) on {meta['feedback']['evaluation_slice']} held-back "
+        f"labels; {outcome.reason}"
+    )
+
+
+@main.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_data_dir_option
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="LiteRT threads.")
@@ -140,16 +231,15 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
 
     overrides = {"MNIST_HOST": host, "MNIST_PORT": port, "MNIST_WORKERS": workers, "MNIST_THREADS": threads}
     os.environ.update({key: str(value) for key, value in overrides.items() if value is not None})
-    from service.artifacts import ArtifactError, discover
+    from service.lifecycle.checks import scan
 
-    # Fail here, with a message that says what to do, rather than in every worker.
+    # Fail here, with a message that says what to do, rather than in every worker. Only the folders are
+    # looked at: a broken version is the workers' to refuse (counted, logged) while an older one serves.
     try:
         settings = Settings()
-        found = discover(settings.model_dir)
     except ValidationError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
-    except ArtifactError as exc:
-        raise click.ClickException(str(exc)) from None
+    found = scan(settings.model_dir)
     if settings.default_model not in found:
         raise click.ClickException(
             f"no {settings.default_model!r} model under {settings.model_dir.resolve()} (found: "

@@ -68,6 +68,14 @@ class ModelsUnavailable(ServiceError):
     status = 503
 
 
+class RepositoryConflict(ServiceError):
+    """A model repository call that contradicts the configuration (unloading the default model, pinning a
+    version that fails its checks)."""
+
+    code = "repository_conflict"
+    status = 409
+
+
 class StoreUnavailable(ServiceError):
     """The prediction store cannot answer reads right now (writes go to the spool instead)."""
 

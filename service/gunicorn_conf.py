@@ -5,9 +5,10 @@
 gthread workers: each request thread decodes and preprocesses its image (Pillow and numpy release the GIL),
 then waits on the per-process micro-batcher. Models are loaded in each worker after the fork (preload_app
 off): interpreter threads and the write-queue thread do not survive a fork, and loading takes well under a
-second. The master imports the heavy libraries, so workers share those pages. On SIGTERM each worker
-finishes its requests, then `worker_exit` drains its write queue into the store before the process ends,
-within `graceful_timeout`.
+second. `post_worker_init` then starts the worker's model-directory watcher (hot reload). The master
+imports the heavy libraries, so workers share those pages. On SIGTERM each worker finishes its requests,
+then `worker_exit` drains its write queue into the store before the process ends, within
+`graceful_timeout`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def on_starting(server: Any) -> None:
     import flask  # noqa: F401
     import numpy  # noqa: F401
     import PIL.PngImagePlugin  # noqa: F401
+
+
+def post_worker_init(worker: Any) -> None:
+    """In the worker, after its app is loaded: start the thread that watches the model directory (threads
+    do not survive a fork, so this is the earliest safe place). `worker_exit`'s shutdown stops it."""
+    app = getattr(worker, "wsgi", None)
+    state = app.extensions.get("mnist") if app is not None and hasattr(app, "extensions") else None
+    if state is not None:
+        state.models.watch()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

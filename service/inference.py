@@ -11,21 +11,30 @@ thread, which saves two thread switches.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from service import metrics
-from service.artifacts import Artifact, discover
-from service.errors import ModelsUnavailable, UnknownModel
+from service.artifacts import Artifact
+from service.errors import ModelsUnavailable, RepositoryConflict, UnknownModel
+from service.lifecycle.checks import REJECTED, Fingerprint, Refused, check_answers, scan, verify
+from service.lifecycle.overrides import Override, Overrides
+from service.lifecycle.policy import VersionPolicy, parse_policies
+from service.lifecycle.routing import Router, parse_routes, parse_shadows, usable
+from service.lifecycle.watcher import Watcher
 from service.runtime import TFLiteModel
 from service.settings import Settings
 
@@ -73,10 +82,14 @@ class MicroBatcher:
         max_batch_size: int,
         max_wait_s: float,
         arrivals: Arrivals | None = None,
+        on_release: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.arrivals = arrivals or Arrivals()
-        self.model = model
+        self.model: TFLiteModel | None = model
+        # Set once the thread has ended and dropped its interpreter (a retired version's memory goes back).
+        self.released = threading.Event()
+        self._on_release = on_release
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -115,20 +128,28 @@ class MicroBatcher:
         return future
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Answer what is queued, then end the thread."""
+        """Answer what is queued, then end the thread and release the interpreter (`timeout=0`: no wait)."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
-            self._thread.join(timeout)
+            if timeout > 0 and self._thread is not threading.current_thread():
+                self._thread.join(timeout)
 
     # --- the batching thread ---
 
     def _run(self) -> None:
-        while True:
-            jobs, stopping = self._collect()
-            if jobs:
-                self._run_batch(jobs)
-            if stopping:
-                return
+        try:
+            while True:
+                jobs, stopping = self._collect()
+                if jobs:
+                    self._run_batch(jobs)
+                if stopping:
+                    return
+        finally:
+            with self._model_lock:  # a fast-path call in a request thread finishes first
+                self.model = None
+            self.released.set()
+            if self._on_release is not None:
+                self._on_release()
 
     def _next(self, timeout: float | None) -> Any:
         """The next job (the carried one first); None when nothing arrives within `timeout` (0 = no wait)."""
@@ -174,6 +195,8 @@ class MicroBatcher:
         """One model call for `batch` (the jobs' images, concatenated); the caller holds the model lock."""
         started = time.perf_counter()
         try:
+            if self.model is None:
+                raise ModelsUnavailable(f"model {self.name!r} is unloaded")
             probabilities = self.model.predict(batch)
         except Exception as exc:  # handed to every waiting request, which logs it with its request id
             for job in jobs:
@@ -189,7 +212,11 @@ class MicroBatcher:
 
 @dataclass
 class ServedModel:
-    """A model version being served: its artifact and the batcher in front of its interpreter."""
+    """A model version being served: its artifact and the batcher in front of its interpreter.
+
+    Requests hold a reference while they run; once the registry has dropped a retired version, the last
+    request to let go of it stops its batcher (`weakref.finalize`), which releases the interpreter.
+    """
 
     artifact: Artifact
     batcher: MicroBatcher
@@ -209,76 +236,429 @@ class ServedModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """float32 [n, 28, 28] -> [n, 10] probabilities, sharing model calls with concurrent requests."""
-        chunks = [
-            self.batcher.submit(images[i : i + self.batcher.max_batch_size])
-            for i in range(0, len(images), self.batcher.max_batch_size)
-        ]
-        results = [chunk.result(timeout=self.timeout_s) for chunk in chunks]
+        results = [chunk.result(timeout=self.timeout_s) for chunk in self.submit(images)]
         return results[0] if len(results) == 1 else np.concatenate(results)
+
+    def submit(self, images: np.ndarray) -> list[Future[np.ndarray]]:
+        """Queue the images in batch-size chunks without waiting (shadow copies use this)."""
+        size = self.batcher.max_batch_size
+        return [self.batcher.submit(images[i : i + size]) for i in range(0, len(images), size)]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "accuracy": self.accuracy}
 
 
-class ModelRegistry:
-    """Every model under the model directory (latest version of each name), loaded once and warmed up."""
+@dataclass(frozen=True)
+class LoadFailure:
+    """A version that failed a check: never served until its files change."""
 
-    def __init__(self, models: dict[str, ServedModel], default: str, arrivals: Arrivals) -> None:
-        self.models = models
-        self.default = default
-        self.arrivals = arrivals
+    model: str
+    version: str
+    reason: str  # one of lifecycle.checks.REASONS
+    message: str
+    at: str  # ISO time of the attempt
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "reason": self.reason,
+            "message": self.message,
+            "at": self.at,
+        }
+
+
+@dataclass
+class _Retiring:
+    model: str
+    version: str
+    finalizer: weakref.finalize
+    since: float  # time.monotonic() when the registry dropped it
+    released: threading.Event
+
+
+Snapshot = dict[str, dict[str, ServedModel]]  # model -> version -> served; replaced whole, never mutated
+
+
+class ModelRegistry:
+    """The loaded versions of every model under the model directory, chosen by each model's version
+    policy and kept current by `refresh()` (the watcher thread calls it every MNIST_MODEL_POLL_S).
+
+    A refresh builds a new snapshot and swaps it in with one assignment, so each model switches atomically
+    and a request sees either the old set of versions or the new one. A new version serves only after it
+    passed every check in `service.lifecycle.checks` and answered a warm-up batch.
+    """
+
+    def __init__(self, settings: Settings, arrivals: Arrivals | None = None) -> None:
+        self.settings = settings
+        self.default = settings.default_model
+        self.arrivals = arrivals or Arrivals()
+        self.policies = parse_policies(settings.model_version_policy)
+        self.routes = parse_routes(settings.model_routing)
+        self.shadows = parse_shadows(settings.model_shadow)
+        self.router = Router(settings.routing_seed)
+        self._served: Snapshot = {}
+        self._failures: dict[tuple[str, str], tuple[Fingerprint, LoadFailure]] = {}
+        self._retiring: list[_Retiring] = []
+        self.overrides = Overrides(settings.model_overrides_file)
+        self._refresh_lock = threading.Lock()
+        self._watcher: Watcher | None = None
+        self._closed = False
 
     @classmethod
     def load(cls, settings: Settings) -> ModelRegistry:
-        """Load and warm up every model; fails loudly (no worker boots) when there is nothing to serve."""
-        found = discover(settings.model_dir)
-        if not found:
+        """Load and warm up what the policies select; fails loudly (no worker boots) with nothing to serve."""
+        registry = cls(settings)
+        registry.refresh()
+        served = registry._served
+        failed = "; ".join(f"{f.model} v{f.version}: {f.message}" for f in registry.failures())
+        if not served:
+            registry.close()
             raise ModelsUnavailable(
-                f"no model artifacts under {settings.model_dir.resolve()} (want <name>/<n>/model.tflite)"
+                f"no servable model artifacts under {settings.model_dir.resolve()} "
+                f"(want <name>/<n>/model.tflite){'; refused: ' + failed if failed else ''}"
             )
-        if settings.default_model not in found:
+        if settings.default_model not in served:
+            registry.close()
             raise ModelsUnavailable(
-                f"MNIST_DEFAULT_MODEL={settings.default_model!r} is not among the models: {sorted(found)}"
+                f"MNIST_DEFAULT_MODEL={settings.default_model!r} is not among the models: {sorted(served)}"
+                f"{'; refused: ' + failed if failed else ''}"
             )
-        models: dict[str, ServedModel] = {}
-        arrivals = Arrivals()
-        for name, versions in found.items():
-            artifact = versions[-1]
-            model = TFLiteModel.load(artifact.tflite_path, threads=settings.inference_threads)
-            _warm_up(model, settings.max_batch_size)
-            batcher = MicroBatcher(
-                name, model, settings.max_batch_size, settings.max_batch_wait_ms / 1000, arrivals
-            ).start()
-            models[name] = ServedModel(artifact, batcher, timeout_s=float(settings.timeout_s))
-            metrics.set_model_info(name, artifact.version, artifact.accuracy)
-            log.info(
-                "model %s version %s loaded (test accuracy %.4f)",
-                name,
-                artifact.version,
-                artifact.accuracy,
-                extra={"model": name, "version": artifact.version, "path": str(artifact.path)},
-            )
-        return cls(models, settings.default_model, arrivals)
+        return registry
+
+    # --- reading (request threads) ---
+
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        """The highest loaded version of each model."""
+        return {name: versions[_highest(versions)] for name, versions in self._served.items()}
+
+    def versions(self, name: str) -> dict[str, ServedModel]:
+        """Every loaded version of `name` (empty when none)."""
+        return dict(self._served.get(name, {}))
 
     def get(self, name: str | None = None, version: str | None = None) -> ServedModel:
-        """The served model `name` (default model when None); `UnknownModel` for other names or versions."""
-        model = self.models.get(name or self.default)
-        if model is None:
-            raise UnknownModel(f"no model named {name!r}; served models: {', '.join(sorted(self.models))}")
-        if version is not None and version != model.version:
-            raise UnknownModel(f"model {model.name!r} has no version {version!r}; serving {model.version}")
-        return model
+        """The version that answers: `version` if given, else by the model's canary weights, else the
+        highest loaded one. `UnknownModel` for other names or versions."""
+        name = name or self.default
+        versions = self._served.get(name)  # one snapshot for the whole lookup
+        if not versions:
+            raise UnknownModel(f"no model named {name!r}; served models: {', '.join(sorted(self._served))}")
+        if version is not None:
+            model = versions.get(version)
+            if model is None:
+                serving = ", ".join(sorted(versions, key=int))
+                raise UnknownModel(f"model {name!r} has no version {version!r}; serving {serving}")
+            return model
+        weights = usable(self.routes.get(name, ()), versions)
+        return versions[self.router.choose(weights) if weights else _highest(versions)]
+
+    def shadow(self, name: str, answering: ServedModel) -> ServedModel | None:
+        """The version that gets a shadow copy of a request `answering` answered, if one is set and loaded."""
+        version = self.shadows.get(name)
+        if version is None or version == answering.version:
+            return None
+        return self._served.get(name, {}).get(version)
+
+    def failures(self) -> list[LoadFailure]:
+        """Versions refused by a check, for /readyz and the v2 model metadata."""
+        # list() copies in one step under the GIL: the watcher thread may be changing the dict meanwhile.
+        return [failure for _, failure in list(self._failures.values())]
+
+    def status(self, name: str) -> list[dict[str, Any]]:
+        """TF Serving's `model_version_status` of `name`: loaded, unloading and refused versions."""
+        rows: dict[str, dict[str, Any]] = {}
+        for retiring in list(self._retiring):
+            if retiring.model == name and not retiring.released.is_set():
+                rows[retiring.version] = _status_row(retiring.version, "UNLOADING")
+        for version in self._served.get(name, {}):
+            rows[version] = _status_row(version, "AVAILABLE")
+        for failure in self.failures():
+            if failure.model == name and failure.version not in rows:
+                rows[failure.version] = _status_row(
+                    failure.version, "END", "FAILED_PRECONDITION", f"{failure.reason}: {failure.message}"
+                )
+        return [rows[v] for v in sorted(rows, key=int, reverse=True)]
 
     @property
     def ready(self) -> bool:
-        return all(model.batcher.alive for model in self.models.values())
+        return bool(self._served) and all(
+            model.batcher.alive for versions in self._served.values() for model in versions.values()
+        )
+
+    # --- the model repository (v2 repository extension: index, load, unload) ---
+
+    def index(self) -> list[dict[str, str]]:
+        """Every version on disk with its state: READY (serving), or UNAVAILABLE with the reason."""
+        on_disk, served, overrides = scan(self.settings.model_dir), self._served, self.overrides.read()
+        failures = {(f.model, f.version): f for f in self.failures()}
+        rows = []
+        for name, numbers in on_disk.items():
+            override = overrides.get(name)
+            for version in (str(n) for n in numbers):
+                row = {"name": name, "version": version, "state": "READY", "reason": ""}
+                if version not in served.get(name, {}):
+                    failure = failures.get((name, version))
+                    row["state"] = "UNAVAILABLE"
+                    if failure is not None:
+                        row["reason"] = f"{failure.reason}: {failure.message}"
+                    elif override is not None and override.unloaded:
+                        row["reason"] = "unloaded"
+                    else:
+                        row["reason"] = "not selected by the version policy"
+                rows.append(row)
+        return rows
+
+    def load_model(self, name: str, versions: list[str] | None = None) -> list[dict[str, Any]]:
+        """Serve `name` again (after an unload), pinned to `versions` if given, else by its policy; every
+        worker follows at its next poll, this one at once. Returns the model's version status."""
+        on_disk = scan(self.settings.model_dir).get(name)
+        if not on_disk:
+            raise UnknownModel(f"no model named {name!r} in the model directory")
+        absent = [v for v in versions or [] if not v.isdigit() or int(v) not in on_disk]
+        if absent:
+            raise UnknownModel(f"model {name!r} has no version {', '.join(absent)} on disk")
+        previous = self.overrides.read().get(name)
+        self._set_override(name, Override(versions=tuple(versions)) if versions else None)
+        self.refresh()
+        served = set(self._served.get(name, {}))
+        if not served or (versions and not set(versions) <= served):
+            self._set_override(name, previous)  # a pin that cannot serve is not left for the other workers
+            self.refresh()
+            refused = "; ".join(f"v{f.version}: {f.message}" for f in self.failures() if f.model == name)
+            raise RepositoryConflict(
+                f"model {name!r} could not be loaded as asked: {refused or 'no version'}"
+            )
+        return self.status(name)
+
+    def unload_model(self, name: str) -> None:
+        """Take `name` out of service in every worker (until `load_model`); not the default model."""
+        if name == self.default:
+            raise RepositoryConflict(f"{name!r} is the default model (MNIST_DEFAULT_MODEL) and stays loaded")
+        if name not in self._served and name not in scan(self.settings.model_dir):
+            raise UnknownModel(f"no model named {name!r}")
+        self._set_override(name, Override(unloaded=True))
+        self.refresh()
+
+    def _set_override(self, name: str, override: Override | None) -> None:
+        try:
+            self.overrides.set(name, override)
+        except OSError as exc:
+            raise RepositoryConflict(
+                f"cannot write MNIST_MODEL_OVERRIDES_FILE={self.overrides.path}: {exc}"
+            ) from None
+
+    # --- changing (watcher thread, startup) ---
+
+    def watch(self, interval_s: float | None = None) -> None:
+        """Start the watcher thread (call after the fork); 0 seconds = never look again."""
+        interval_s = self.settings.model_poll_s if interval_s is None else interval_s
+        if interval_s > 0 and self._watcher is None and not self._closed:
+            self._watcher = Watcher(self.refresh, interval_s).start()
+
+    def refresh(self) -> bool:
+        """Load what the policies now select, swap it in, retire the rest; True when something changed."""
+        with self._refresh_lock:
+            if self._closed:
+                return False
+            current = self._served
+            on_disk = scan(self.settings.model_dir)
+            for name, version in list(self._failures):  # a removed folder is no longer a failure to show
+                if int(version) not in on_disk.get(name, []):
+                    del self._failures[(name, version)]
+            overrides = self.overrides.read()
+            new: Snapshot = {}
+            for name in sorted(set(on_disk) | set(current)):
+                override = overrides.get(name)
+                if override is not None and override.unloaded:
+                    continue  # taken out of service by the model repository's unload
+                policy = self.policies[name]
+                if override is not None and override.versions:
+                    policy = VersionPolicy("specific", versions=frozenset(int(v) for v in override.versions))
+                chosen = self._select(name, policy, on_disk.get(name, []), current.get(name, {}))
+                if not chosen and current.get(name):
+                    # Never go from serving to nothing (a volume hiccup, a deleted folder): keep what runs.
+                    log.warning("model %s: no valid version on disk, keeping the loaded ones", name)
+                    chosen = current[name]
+                if chosen:
+                    new[name] = chosen
+            changed = _differs(current, new)
+            if changed:
+                self._served = new  # the atomic switch
+                self._announce(current, new)
+                for name, versions in current.items():
+                    for version, model in versions.items():
+                        if new.get(name, {}).get(version) is not model:
+                            self._retire(model)
+            self._reap()
+            return changed
+
+    def _select(
+        self, name: str, policy: VersionPolicy, on_disk: list[int], loaded: dict[str, ServedModel]
+    ) -> dict[str, ServedModel]:
+        """The versions of `name` the policy wants, loading (and checking) the ones not loaded yet."""
+        chosen: dict[str, ServedModel] = {}
+        for number in policy.order(on_disk):
+            if policy.enough(len(chosen)):
+                break
+            version = str(number)
+            path = self.settings.model_dir / name / version
+            model = loaded.get(version)
+            if model is not None and (path / REJECTED).exists():
+                log.warning("model %s version %s was marked rejected: unloading it", name, version)
+                self._fail(
+                    name, version, Fingerprint.of(path), Refused("rejected", f"{path} marked rejected")
+                )
+                model = None
+            elif model is None:
+                model = self._load(name, number, path)
+            if model is not None:
+                chosen[version] = model
+        return chosen
+
+    def _load(self, name: str, number: int, path: Path) -> ServedModel | None:
+        """Check, load and warm up one version; None (logged and counted) when any step fails."""
+        version = str(number)
+        fingerprint = Fingerprint.of(path)
+        known = self._failures.get((name, version))
+        if known is not None and known[0] == fingerprint:
+            return None  # same files as when it failed: same verdict, not logged again
+        started = time.perf_counter()
+        try:
+            artifact = verify(path, name, number)
+            try:
+                model = TFLiteModel.load(artifact.tflite_path, threads=self.settings.inference_threads)
+            except (ValueError, RuntimeError) as exc:
+                raise Refused("load", f"LiteRT could not open {artifact.tflite_path}: {exc}") from None
+            _warm_up(model, self.settings.max_batch_size)
+        except Refused as exc:
+            self._fail(name, version, fingerprint, exc)
+            return None
+        self._failures.pop((name, version), None)
+        batcher = MicroBatcher(
+            name,
+            model,
+            self.settings.max_batch_size,
+            self.settings.max_batch_wait_ms / 1000,
+            self.arrivals,
+            on_release=lambda: _released(name, version),
+        ).start()
+        metrics.set_model_loaded(name, version, True)
+        log.info(
+            "model %s version %s loaded (test accuracy %.4f) in %.3fs",
+            name,
+            version,
+            artifact.accuracy,
+            time.perf_counter() - started,
+            extra={"model": name, "version": version, "path": str(path)},
+        )
+        return ServedModel(artifact, batcher, timeout_s=float(self.settings.timeout_s))
+
+    def _fail(self, name: str, version: str, fingerprint: Fingerprint, refused: Refused) -> None:
+        failure = LoadFailure(
+            name, version, refused.reason, refused.message, datetime.now(UTC).isoformat(timespec="seconds")
+        )
+        self._failures[(name, version)] = (fingerprint, failure)
+        metrics.model_load_failed(name, version, refused.reason)
+        log.warning(
+            "model %s version %s refused (%s): %s",
+            name,
+            version,
+            refused.reason,
+            refused.message,
+            extra={"model": name, "version": version, "reason": refused.reason},
+        )
+
+    def _announce(self, old: Snapshot, new: Snapshot) -> None:
+        """Model info gauges and a log line for each model whose primary (highest) version changed."""
+        for name in set(old) | set(new):
+            before = old[name][_highest(old[name])] if old.get(name) else None
+            after = new[name][_highest(new[name])] if new.get(name) else None
+            if before is after:
+                continue
+            if before is not None:
+                metrics.set_model_info(name, before.version, before.accuracy, serving=False)
+            if after is not None:
+                metrics.set_model_info(name, after.version, after.accuracy)
+            log.info(
+                "model %s now serves versions %s",
+                name,
+                ", ".join(sorted(new.get(name, {}), key=int)),
+                extra={"model": name, "versions": sorted(new.get(name, {}), key=int)},
+            )
+
+    def _retire(self, model: ServedModel) -> None:
+        """Drop a version: its batcher stops when the last request holding it lets go (or after the request
+        timeout at the latest, see `_reap`), which releases the interpreter."""
+        finalizer = weakref.finalize(model, model.batcher.stop, 0)
+        self._retiring.append(
+            _Retiring(model.name, model.version, finalizer, time.monotonic(), model.batcher.released)
+        )
+        log.info(
+            "model %s version %s retired (resident memory %d MB)",
+            model.name,
+            model.version,
+            metrics.resident_bytes() // 2**20,
+            extra={"model": model.name, "version": model.version},
+        )
+
+    def _reap(self) -> None:
+        """Forget released versions; stop ones still held after the request timeout (their holder has
+        given up by then)."""
+        now = time.monotonic()
+        for retiring in list(self._retiring):
+            if retiring.finalizer.alive and now - retiring.since > self.settings.timeout_s:
+                retiring.finalizer()
+            if retiring.released.is_set():
+                self._retiring.remove(retiring)
 
     def close(self) -> None:
-        for model in self.models.values():
-            model.batcher.stop()
+        """Stop the watcher, then answer what is queued and stop every batcher (at shutdown)."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        with self._refresh_lock:
+            self._closed = True
+            for versions in self._served.values():
+                for model in versions.values():
+                    model.batcher.stop()
+            for retiring in self._retiring:
+                retiring.finalizer()
+
+
+def _highest(versions: dict[str, ServedModel]) -> str:
+    return max(versions, key=int)
+
+
+def _differs(old: Snapshot, new: Snapshot) -> bool:
+    if old.keys() != new.keys():
+        return True
+    return any(old[n].keys() != new[n].keys() or any(old[n][v] is not new[n][v] for v in new[n]) for n in new)
+
+
+def _status_row(version: str, state: str, code: str = "OK", message: str = "") -> dict[str, Any]:
+    return {"version": version, "state": state, "status": {"error_code": code, "error_message": message}}
+
+
+def _released(name: str, version: str) -> None:
+    """In the ended batcher thread: the interpreter is dropped; collect it and report the memory."""
+    gc.collect()
+    metrics.set_model_loaded(name, version, False)
+    metrics.update_process_metrics(force=True)
+    log.info(
+        "model %s version %s unloaded (resident memory %d MB)",
+        name,
+        version,
+        metrics.resident_bytes() // 2**20,
+        extra={"model": name, "version": version, "resident_bytes": metrics.resident_bytes()},
+    )
 
 
 def _warm_up(model: TFLiteModel, max_batch_size: int) -> None:
-    """Run the first (slow) calls now rather than in the first requests: allocation, kernel setup."""
+    """Run the first (slow) calls now rather than in the first requests (allocation, kernel setup), and
+    refuse a model whose answer is not a probability distribution."""
     for n in (max_batch_size, 1):
-        model.predict(np.zeros((n, 28, 28), dtype=np.float32))
+        try:
+            probabilities = model.predict(np.zeros((n, 28, 28), dtype=np.float32))
+        except (ValueError, RuntimeError) as exc:
+            raise Refused("warmup", f"warm-up batch of {n} failed: {exc}") from None
+        check_answers(probabilities, n)

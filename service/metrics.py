@@ -85,6 +85,25 @@ MODEL_INFO = Gauge(
     ["model", "version", "accuracy"],
     multiprocess_mode="livemax",
 )
+# liveall: one sample per worker (label `pid`): 1 while the version's interpreter is loaded in that worker,
+# 0 once it is released, so a rollout can be followed worker by worker.
+MODEL_LOADED = Gauge(
+    "mnist_model_loaded",
+    "Model versions whose interpreter is loaded (1) or released (0), per worker.",
+    ["model", "version"],
+    multiprocess_mode="liveall",
+)
+MODEL_LOAD_FAILURES = Counter(
+    "mnist_model_load_failures_total",
+    "Model versions refused by a load check (metadata, rejected, checksum, accuracy, load, warmup), "
+    "counted in each worker that tried them.",
+    ["model", "version", "reason"],
+)
+SHADOW_PREDICTIONS = Counter(
+    "mnist_shadow_predictions_total",
+    "Shadow predictions (recorded, never returned), by whether they agree with the primary's digit.",
+    ["model", "primary_version", "shadow_version", "agreement"],
+)
 
 # --- Store and write queue ---
 STORE_WRITE_DURATION = Histogram(
@@ -140,7 +159,7 @@ _rss_lock = threading.Lock()
 _rss_updated = 0.0
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
     """Current RSS from /proc (Linux); the peak RSS from getrusage elsewhere."""
     try:
         with open("/proc/self/statm", "rb") as f:
@@ -158,7 +177,7 @@ def update_process_metrics(force: bool = False) -> None:
         return
     with _rss_lock:
         _rss_updated = now
-        RESIDENT_MEMORY.set(_resident_bytes())
+        RESIDENT_MEMORY.set(resident_bytes())
 
 
 _children: dict[tuple[object, ...], Any] = {}
@@ -207,9 +226,28 @@ def observe_feedback(model: str, predicted: int, label: int) -> None:
     FEEDBACK.labels(model=model, agreement="agree" if predicted == label else "disagree").inc()
 
 
-def set_model_info(model: str, version: str, accuracy: float) -> None:
-    """Announce a served model version (call once per loaded model in each worker)."""
-    MODEL_INFO.labels(model=model, version=version, accuracy=f"{accuracy:.4f}").set(1)
+def set_model_info(model: str, version: str, accuracy: float, serving: bool = True) -> None:
+    """Announce the primary version of a model (1), or that it no longer is (0), in this worker."""
+    MODEL_INFO.labels(model=model, version=version, accuracy=f"{accuracy:.4f}").set(1 if serving else 0)
+
+
+def set_model_loaded(model: str, version: str, loaded: bool) -> None:
+    """A version's interpreter was loaded (True) or released (False) in this worker."""
+    MODEL_LOADED.labels(model=model, version=version).set(1 if loaded else 0)
+
+
+def model_load_failed(model: str, version: str, reason: str) -> None:
+    """A version failed a load check in this worker."""
+    MODEL_LOAD_FAILURES.labels(model=model, version=version, reason=reason).inc()
+
+
+def observe_shadow(
+    model: str, primary_version: str, shadow_version: str, agreed: int, disagreed: int
+) -> None:
+    """Shadow answers of one request, split by agreement with the answers returned."""
+    for agreement, count in (("agree", agreed), ("disagree", disagreed)):
+        if count:
+            _child(SHADOW_PREDICTIONS, model, primary_version, shadow_version, agreement).inc(count)
 
 
 def multiprocess_dir() -> str | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.lifecycle.policy import parse_policies
+from service.lifecycle.routing import parse_routes, parse_shadows
 
 
 class Settings(BaseSettings):
@@ -33,6 +36,30 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=1024, description="Largest micro-batch sent to a model.")
     max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait to fill a batch.")
     inference_threads: int = Field(1, ge=1, le=64, description="Threads each LiteRT interpreter may use.")
+
+    # Model lifecycle (docs/lifecycle.md)
+    model_poll_s: float = Field(
+        10.0, ge=0, le=3600, description="Seconds between looks at the model directory (0 = load once)."
+    )
+    model_version_policy: str = Field(
+        "latest",
+        description="Version policy: latest, latest:N, specific:1,3 or all (or 'cnn=latest:2; softmax=all').",
+    )
+    model_routing: str = Field(
+        "",
+        description="Canary weights of versions per model, e.g. 'cnn: 1=90, 2=10' (empty = highest version).",
+    )
+    model_shadow: str = Field(
+        "",
+        description="Shadow version per model (answer recorded, never returned), e.g. 'cnn: 2'.",
+    )
+    model_overrides_file: Path = Field(
+        Path("var/model-overrides.json"),
+        description="Where the workers share runtime load/unload overrides of the version policies.",
+    )
+    routing_seed: int | None = Field(
+        None, description="Seeds the canary draw (same seed, same picks); unset = random."
+    )
 
     # Input limits
     max_images_per_request: int = Field(
@@ -64,3 +91,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS ('*' for any).")
+
+    @field_validator("model_version_policy")
+    @classmethod
+    def _policy_parses(cls, value: str) -> str:
+        parse_policies(value)  # PolicyError is a ValueError: pydantic names the variable
+        return value
+
+    @field_validator("model_routing")
+    @classmethod
+    def _routing_parses(cls, value: str) -> str:
+        parse_routes(value)
+        return value
+
+    @field_validator("model_shadow")
+    @classmethod
+    def _shadow_parses(cls, value: str) -> str:
+        parse_shadows(value)
+        return value

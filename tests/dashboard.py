@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "charts" / "mnist-service" / "dashboards" / "mnist-service.json"
 
 # Labelled metrics that have no sample until something fails (no store error happens in a healthy test run).
-ONLY_AFTER_FAILURES = {"mnist_store_errors_total"}
+ONLY_AFTER_FAILURES = {"mnist_store_errors_total", "mnist_model_load_failures_total"}
 
 # PromQL words that look like identifiers but are not metric names.
 _KEYWORDS = {

@@ -60,6 +60,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{- define "mnist.trainerImage" -}}
+{{- printf "%s:%s" .Values.retrain.image.repository (default .Chart.AppVersion .Values.retrain.image.tag) }}
+{{- end }}
+
 {{- define "mnist.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "mnist.fullname" .) .Values.serviceAccount.name }}
@@ -155,6 +159,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Where the model claim is mounted (MNIST_MODEL_DIR when models.persistence is on), and its name. */}}
+{{- define "mnist.modelsPath" -}}
+/var/lib/mnist-models
+{{- end }}
+
+{{- define "mnist.modelsClaim" -}}
+{{- default (printf "%s-models" (include "mnist.fullname" .)) .Values.models.persistence.existingClaim }}
+{{- end }}
+
 {{/* Seconds the kubelet waits after SIGTERM: the preStop sleep, gunicorn's graceful timeout, and a margin for
      the final write-queue drain and process exit. */}}
 {{- define "mnist.terminationGracePeriodSeconds" -}}
@@ -171,7 +184,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- $checks := list
   "externalCassandra" "autoscaling.range" "autoscaling.replicaCount" "podDisruptionBudget" "updateStrategy"
   "replication.inChart" "replication.localDatacenter" "consistency" "auth.existingSecret" "auth.pair"
-  "keyspaceInit" "spool" "cassandra.heap" "serviceMonitor" "ingress" "service.nodePort" "networkPolicy" }}
+  "keyspaceInit" "spool" "cassandra.heap" "serviceMonitor" "ingress" "service.nodePort" "networkPolicy"
+  "retrain.persistence" }}
 {{- $messages := list }}
 {{- range $check := $checks }}
 {{- range $line := include (printf "mnist.validateValues.%s" $check) $ | splitList "\n" }}
@@ -371,5 +385,11 @@ service.nodePort ({{ .Values.service.nodePort }}) is set but service.type is Clu
 {{- $policy := .Values.networkPolicy }}
 {{- if and $policy.enabled (not $policy.allowExternal) .Values.ingress.enabled (empty $policy.extraIngressFrom) }}
 networkPolicy.allowExternal=false with ingress.enabled=true but no networkPolicy.extraIngressFrom: the NetworkPolicy would block the Ingress controller from the service port; add the controller's namespaceSelector to extraIngressFrom.
+{{- end }}
+{{- end }}
+
+{{- define "mnist.validateValues.retrain.persistence" -}}
+{{- if and .Values.retrain.enabled (not .Values.models.persistence.enabled) }}
+retrain.enabled is true but models.persistence.enabled is false: the retraining Job writes the new version onto the models claim the service reads; enable models.persistence (or turn retrain off).
 {{- end }}
 {{- end }}
