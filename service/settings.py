@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.lifecycle.policy import parse_policies
@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     )
     routing_seed: int | None = Field(
         None, description="Seeds the canary draw (same seed, same picks); unset = random."
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the v2 model repository routes (index, load, unload); unset = 403.",
     )
 
     # Input limits

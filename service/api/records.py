@@ -36,6 +36,7 @@ CURSOR = (
     rf"(?:,(?P<id>{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}))?$"
 )
 _CURSOR = re.compile(CURSOR)
+_TRUE = {"1", "true", "yes", "on"}
 
 
 @bp.get("/api/predictions")
@@ -46,7 +47,10 @@ def list_predictions() -> Response:
     digit = _int_arg("digit", None, 0, 9)
     model = request.args.get("model") or None
     before, before_id = _cursor(request.args.get("before"))
-    records = state.store.list(limit=limit, before=before, digit=digit, model=model, before_id=before_id)
+    shadows = request.args.get("shadow", "").lower() in _TRUE
+    records = state.store.list(
+        limit=limit, before=before, digit=digit, model=model, before_id=before_id, shadows=shadows
+    )
     next_before = _make_cursor(records[-1]) if len(records) == limit else None
     page = Page(predictions=[RecordSummary(**_summary(r)) for r in records], next_before=next_before)
     return json_response(page.model_dump_json().encode())

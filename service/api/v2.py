@@ -9,17 +9,18 @@ from flask import Blueprint, Response, request
 
 from service import __version__
 from service.api import errors, handler
-from service.api.handler import current, json_response
+from service.api.handler import current, described, json_response
 from service.codecs import v2
 from service.errors import NotReady
 from service.state import ServiceState
 from service.tensors import SIDE
 from service.types import v2 as types
+from service.types.ops import LoadFailure
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 errors.register_flat(bp)
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def _json(model: types.BaseModel) -> Response:
@@ -46,11 +47,14 @@ def ready() -> Response:
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    model = current().models.get(name, version)
+    """The model's signature, its loaded versions and the versions refused by a check."""
+    registry = current().models
+    model = described(name, version)
+    versions = [version] if version else sorted(registry.versions(name), key=int, reverse=True)
     return _json(
         types.ModelMetadata(
             name=model.name,
-            versions=[model.version],
+            versions=versions,
             platform="tflite",
             inputs=[types.TensorMetadata(name=types.INPUT_NAME, datatype="FP32", shape=[-1, SIDE, SIDE])],
             outputs=[
@@ -58,6 +62,7 @@ def model_metadata(name: str, version: str | None = None) -> Response:
                 types.TensorMetadata(name="digit", datatype="INT64", shape=[-1]),
             ],
             parameters={"accuracy": model.accuracy},
+            failures=[LoadFailure(**f.describe()) for f in registry.failures() if f.model == name],
         )
     )
 
@@ -65,7 +70,7 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> Response:
-    model = current().models.get(name, version)
+    model = described(name, version)
     if not model.batcher.alive:
         raise NotReady(f"model {name!r} is not ready")
     return _json(types.ModelReady(name=model.name, ready=True))
