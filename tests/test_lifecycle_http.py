@@ -278,11 +278,16 @@ def test_shadow_answers_are_recorded_never_returned_and_not_in_the_history(
     assert small_pages == listed
     wait_until(lambda: _listed_with_shadows(url) == 2 * len(listed), 10, "every shadow record in the store")
     wait_until(lambda: _shadow_counted(url) == len(listed), 10, "every shadow answer counted")
-    # Without MNIST_ADMIN_TOKEN the model repository is off, and says how to turn it on.
+    # Without MNIST_ADMIN_TOKEN the model repository is off, and says how to turn it on: 403 to a caller with
+    # a token, 401 (credentials missing) to one without.
     for path in ("index", "models/cnn/load", "models/cnn/unload"):
         r = requests.post(f"{url}/v2/repository/{path}", headers=ADMIN, timeout=TIMEOUT_S)
         assert r.status_code == 403, r.text
-        assert "MNIST_ADMIN_TOKEN" in r.json()["error"]
+        assert "set MNIST_ADMIN_TOKEN" in r.json()["error"]
+        bare = requests.post(f"{url}/v2/repository/{path}", timeout=TIMEOUT_S)
+        assert bare.status_code == 401, bare.text
+        assert "MNIST_ADMIN_TOKEN is not set" in bare.json()["error"]
+    assert _versions_answering(url) == {"2"}  # nothing was unloaded
 
 
 def _admin(url: str, path: str, body: Any = None, status: int = 200) -> Any:

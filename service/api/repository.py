@@ -30,12 +30,14 @@ B = TypeVar("B", bound=BaseModel)
 
 @bp.before_request
 def _admin_only() -> None:
+    """No credentials: 401. Credentials while no token is set: 403 (the routes are off). A wrong one: 401."""
     token = current().settings.admin_token
+    off = "" if token is not None else " (MNIST_ADMIN_TOKEN is not set on this server: the routes are off)"
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise Unauthorized(f"the model repository needs 'Authorization: Bearer <MNIST_ADMIN_TOKEN>'{off}")
     if token is None:
         raise Forbidden("the model repository is off: set MNIST_ADMIN_TOKEN to enable index, load and unload")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise Unauthorized("the model repository needs 'Authorization: Bearer <MNIST_ADMIN_TOKEN>'")
     if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
         raise Unauthorized("wrong admin token")
 
