@@ -67,7 +67,7 @@ def spec() -> Response:
     state = current()
     document = openapi.spec(
         models=sorted(state.models.models),
-        versions=sorted({m.version for m in state.models.models.values()}),
+        versions=sorted({v for name in state.models.models for v in state.models.versions(name)}, key=int),
         max_images=state.limits.max_images,
         routes=_routes(),
     )

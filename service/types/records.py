@@ -6,6 +6,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# `before`: a time (date, optional time of day, optional offset; no offset means UTC), optionally followed by
+# ",<record id>" (the `next_before` cursor). The spec states this pattern (service/openapi.py) and the code
+# checks it before reading the fields; a day past the month's end rolls over (Feb 30 is Mar 1 or 2).
+_HEX = "[0-9a-fA-F]"
+CURSOR = (
+    r"^(?P<y>[12]\d{3})-(?P<m>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12]\d|3[01])"
+    r"(?:[Tt ](?P<H>[01]\d|2[0-3]):(?P<M>[0-5]\d)(?::(?P<S>[0-5]\d)(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?P<tz>[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?)?"
+    rf"(?:,(?P<id>{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}))?$"
+)
+
 
 class RecordSummary(BaseModel):
     """One recorded prediction, as listed."""
