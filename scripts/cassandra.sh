@@ -3,10 +3,13 @@
 # through mvn (cached in ~/.m2), the JVM is the installed Java 17, config is written here.
 #
 #   scripts/cassandra.sh up             one node on 127.0.0.1:9042 (PasswordAuthenticator, cassandra/cassandra;
-#                                       TLS optional, CA in $CASSANDRA_STATE/tls/ca.pem)
+#                                       TLS optional, CA in $CASSANDRA_STATE/tls/ca.pem, a client certificate
+#                                       it signed in tls/client.pem + tls/client.key)
 #   scripts/cassandra.sh down           stop it (SIGTERM: Cassandra drains, then exits)
 #   scripts/cassandra.sh kill           SIGKILL it (for fault tests; `up` restarts on the same data)
-#   scripts/cassandra.sh cluster-up     three nodes on 127.0.0.1, 127.0.0.2, 127.0.0.3 (same port)
+#   scripts/cassandra.sh cluster-up     three nodes on 127.0.0.1, 127.0.0.2, 127.0.0.3 (same port); returns
+#                                       once every node reports every node Up and Normal (nodetool status)
+#   scripts/cassandra.sh cluster-start  the same, but returns once node 1 accepts CQL (2 and 3 still joining)
 #   scripts/cassandra.sh cluster-down   stop them (cluster-kill: SIGKILL them)
 #   scripts/cassandra.sh stop-node N    stop node N of the cluster (1..3); cluster-up starts it again
 #   scripts/cassandra.sh status         which nodes run, and where
@@ -16,7 +19,9 @@
 # Environment: CASSANDRA_VERSION (5.0.9), CASSANDRA_STATE (./var/cassandra), CASSANDRA_HEAP (1G; 512M per
 # cluster node), CASSANDRA_PORT (CQL, 9042), CASSANDRA_STORAGE_PORT (between nodes, 7000),
 # CASSANDRA_COMMITLOG_SYNC (batch; periodic is faster but loses acknowledged writes on a crash),
-# CASSANDRA_START_TIMEOUT (180 s).
+# CASSANDRA_CLIENT_AUTH (empty; `required`: the node takes TLS connections only, each with a client
+# certificate signed by the CA), CASSANDRA_START_TIMEOUT (180 s), CASSANDRA_JMX_PORT (7199: cluster node N listens on 127.0.0.1:7199+N
+# for nodetool).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,6 +32,12 @@ PORT="${CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 COMMITLOG_SYNC="${CASSANDRA_COMMITLOG_SYNC:-batch}"
 START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
+JMX_PORT="${CASSANDRA_JMX_PORT:-7199}"
+CLIENT_AUTH="${CASSANDRA_CLIENT_AUTH:-}"
+[[ -z "$CLIENT_AUTH" || "$CLIENT_AUTH" == required ]] || {
+  echo "cassandra: error: CASSANDRA_CLIENT_AUTH=$CLIENT_AUTH: use required, or leave it empty" >&2
+  exit 2
+}
 DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 CLASSPATH_FILE="$CACHE/cassandra-$VERSION.classpath"
 JVM_OPTIONS_FILE="$ROOT/images/cassandra/conf/jvm17-server.options"
@@ -84,10 +95,18 @@ classpath_complete() {
 # node_dir N -> the folder holding node N's config, data, logs and pid ("single" for the one-node setup).
 node_dir() { echo "$STATE/$1"; }
 
-# TLS for clients (optional: the port takes TLS and plaintext connections alike). One CA per state folder,
-# `$STATE/tls/ca.pem` for clients (MNIST_CASSANDRA_TLS_CA); a node certificate valid for 127.0.0.1-3.
+# TLS for clients (optional: the port takes TLS and plaintext connections alike, unless CASSANDRA_CLIENT_AUTH
+# is required). One CA per state folder, `$STATE/tls/ca.pem` for clients (MNIST_CASSANDRA_TLS_CA); a node
+# certificate valid for 127.0.0.1-3; a client certificate (MNIST_CASSANDRA_TLS_CERT / _KEY) and the
+# truststore with the CA that the node checks client certificates against.
 ensure_tls() {
   local tls="$STATE/tls"
+  ensure_node_tls "$tls"
+  ensure_client_tls "$tls"
+}
+
+ensure_node_tls() {
+  local tls="$1"
   [[ -s "$tls/node.p12" && -s "$tls/ca.pem" ]] && return
   command -v openssl >/dev/null || die "openssl is not installed (apt-get install openssl)"
   mkdir -p "$tls"
@@ -100,6 +119,32 @@ ensure_tls() {
     -extfile "$tls/san.ext" -out "$tls/node.pem" 2>/dev/null
   openssl pkcs12 -export -in "$tls/node.pem" -inkey "$tls/node.key" -certfile "$tls/ca.pem" -name cassandra \
     -passout pass:cassandra -out "$tls/node.p12"
+}
+
+ensure_client_tls() {
+  local tls="$1"
+  [[ -s "$tls/client.pem" && -s "$tls/client.key" && -s "$tls/truststore.p12" ]] && return
+  command -v keytool >/dev/null || die "keytool is not installed (it comes with openjdk-17-jre-headless)"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mnist-service" \
+    -keyout "$tls/client.key" -out "$tls/client.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >"$tls/client.ext"
+  openssl x509 -req -in "$tls/client.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$tls/client.ext" -out "$tls/client.pem" 2>/dev/null
+  chmod 600 "$tls/client.key"
+  rm -f "$tls/truststore.p12"
+  keytool -importcert -noprompt -alias mnist-dev-ca -file "$tls/ca.pem" -keystore "$tls/truststore.p12" \
+    -storetype PKCS12 -storepass cassandra >/dev/null 2>&1
+}
+
+# client_encryption_options: TLS optional for everyone, or (CASSANDRA_CLIENT_AUTH=required) TLS only, with a
+# client certificate the CA signed.
+client_encryption() {
+  if [[ "$CLIENT_AUTH" == required ]]; then
+    printf '  optional: false\n  require_client_auth: true\n  truststore: %s\n  truststore_password: cassandra\n' \
+      "$STATE/tls/truststore.p12"
+  else
+    printf '  optional: true\n'
+  fi
 }
 
 # write_config DIR ADDRESS SEEDS CLUSTER_NAME INITIAL_TOKEN AUTHENTICATOR
@@ -124,7 +169,7 @@ storage_port: $STORAGE_PORT
 start_native_transport: true
 client_encryption_options:
   enabled: true
-  optional: true
+$(client_encryption)
   keystore: $STATE/tls/node.p12
   keystore_password: cassandra
   store_type: PKCS12
@@ -215,6 +260,52 @@ start_node() {
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# nodetool JMX_PORT ARGS...: Cassandra's own nodetool (in cassandra-all), against a node's local JMX port;
+# the flags are the ones of Cassandra's jvm17-clients.options it needs, its history file stays in $STATE.
+nodetool() {
+  local port="$1"
+  shift
+  local quiet="$STATE/logback-tools.xml"
+  [[ -s "$quiet" ]] || echo '<configuration><root level="WARN"/></configuration>' >"$quiet"
+  java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Duser.home="$STATE" \
+    -Dlogback.configurationFile="$quiet" --add-exports java.base/sun.nio.ch=ALL-UNNAMED \
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED --add-exports java.base/jdk.internal.ref=ALL-UNNAMED \
+    -cp "$(cat "$CLASSPATH_FILE")" org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p "$port" "$@"
+}
+
+# ring_view N: node N's `nodetool status` as "state address" lines (UN 127.0.0.2 = Up, Normal); empty while
+# its JMX port is not open yet.
+ring_view() {
+  { nodetool "$((JMX_PORT + $1))" status 2>/dev/null || true; } | awk '$1 ~ /^[UD][NLJM]$/ {print $1, $2}' | sort
+}
+
+# wait_for_ring: until each of the three nodes reports all three Up and Normal. Accepting CQL is not
+# enough: a node whose peers have not yet gossiped it alive answers a quorum write with Unavailable.
+wait_for_ring() {
+  local start=$SECONDS want n view said=-10
+  want="$(printf 'UN 127.0.0.%s\n' 1 2 3)"
+  while true; do
+    local ready=0 report=()
+    for n in 1 2 3; do
+      view="$(ring_view "$n")"
+      [[ "$view" == "$want" ]] && ready=$((ready + 1))
+      report+=("node$n sees [$(echo "$view" | paste -sd, -)]")
+    done
+    if ((ready == 3)); then
+      log "every node reports every node Up and Normal after $((SECONDS - start))s"
+      return
+    fi
+    if ((SECONDS - start > START_TIMEOUT)); then
+      die "the nodes did not all see each other Up and Normal within ${START_TIMEOUT}s: ${report[*]}"
+    fi
+    if ((SECONDS - said >= 10)); then
+      log "waiting for the ring ($((SECONDS - start))s): ${report[*]}"
+      said=$SECONDS
+    fi
+    sleep 1
+  done
+}
+
 # wait_for_cql DIR ADDRESS: until the native port accepts connections (Cassandra opens it last).
 wait_for_cql() {
   local dir="$1" address="$2" start=$SECONDS
@@ -285,7 +376,10 @@ cmd_up() {
   log "up in $((SECONDS - started))s: cassandra://cassandra:cassandra@127.0.0.1:$PORT/<keyspace>"
 }
 
+# cmd_cluster_up [ring|seed]: ring (cluster-up) returns once the ring is complete; seed (cluster-start) as
+# soon as node 1 accepts CQL, nodes 2 and 3 still starting (to test what runs while a cluster forms).
 cmd_cluster_up() {
+  local until="${1:-ring}"
   command -v java >/dev/null || die "java is not installed (Java 17: apt-get install openjdk-17-jre-headless)"
   pid_of "$(node_dir single)" >/dev/null && die "the single node runs on 127.0.0.1:$PORT; run: $0 down"
   resolve_classpath
@@ -299,10 +393,15 @@ cmd_cluster_up() {
     pid_of "$dir" >/dev/null || write_config "$dir" "$address" 127.0.0.1 mnist-cluster "$(token_for "$n" 3)" \
       AllowAllAuthenticator
     start_node "$dir" "$address" "${CASSANDRA_HEAP:-512M}" -Dcassandra.consistent.rangemovement=false \
-      -Dcassandra.auto_bootstrap=false
+      -Dcassandra.auto_bootstrap=false -Dcassandra.jmx.local.port="$((JMX_PORT + n))"
     if ((n == 1)); then wait_for_cql "$dir" "$address"; fi
   done
+  if [[ "$until" == seed ]]; then
+    log "node 1 up after $((SECONDS - started))s; nodes 2 and 3 still starting"
+    return
+  fi
   for n in 2 3; do wait_for_cql "$(node_dir "node$n")" "127.0.0.$n"; done
+  wait_for_ring
   log "cluster up in $((SECONDS - started))s: cassandra://127.0.0.1,127.0.0.2,127.0.0.3:$PORT/<keyspace>"
 }
 
@@ -328,7 +427,8 @@ case "${1:-}" in
   up) cmd_up ;;
   down) stop_node "$(node_dir single)" TERM ;;
   kill) stop_node "$(node_dir single)" KILL ;;
-  cluster-up) cmd_cluster_up ;;
+  cluster-up) cmd_cluster_up ring ;;
+  cluster-start) cmd_cluster_up seed ;;
   cluster-down) for n in 3 2 1; do stop_node "$(node_dir "node$n")" TERM; done ;;
   cluster-kill) for n in 3 2 1; do stop_node "$(node_dir "node$n")" KILL; done ;;
   stop-node)

@@ -86,8 +86,15 @@ class Settings(BaseSettings):
     )
     spool_max_bytes: int = Field(1_073_741_824, ge=1024, description="Spool size cap.")
     cassandra_username: str | None = Field(None, description="Overrides the user in STORE_URL.")
-    cassandra_password: str | None = Field(None, description="Overrides the password in STORE_URL.")
+    cassandra_password: SecretStr | None = Field(None, description="Overrides the password in STORE_URL.")
     cassandra_tls_ca: Path | None = Field(None, description="CA bundle; enables TLS to Cassandra.")
+    cassandra_tls_cert: Path | None = Field(
+        None, description="Client certificate chain (PEM) for Cassandra nodes that require one (mutual TLS)."
+    )
+    cassandra_tls_key: Path | None = Field(None, description="Private key (PEM) of MNIST_CASSANDRA_TLS_CERT.")
+    cassandra_tls_key_password: SecretStr | None = Field(
+        None, description="Passphrase of an encrypted MNIST_CASSANDRA_TLS_KEY."
+    )
     cassandra_ttl_s: int = Field(0, ge=0, description="Retention of prediction rows (0 = keep forever).")
     cassandra_max_in_flight: int = Field(64, ge=1, description="Async writes in flight per process.")
 

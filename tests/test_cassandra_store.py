@@ -20,6 +20,7 @@ from cassandra import ConsistencyLevel
 from service.errors import StoreUnavailable
 from service.settings import Settings
 from service.store.base import PredictionRecord
+from service.store.cassandra import schema as cassandra_schema
 from service.store.cassandra.store import CassandraStore
 from service.store.cassandra.url import BadStoreUrl, CassandraConfig, Replication, parse_url
 from service.store.factory import open_store, spooled_cassandra
@@ -209,6 +210,8 @@ def test_a_write_the_cluster_cannot_acknowledge_goes_to_the_spool(
     cassandra_node: CassandraNode, cassandra_keyspace: str, tmp_path: Path
 ) -> None:
     # One node cannot give THREE acknowledgements: Cassandra answers Unavailable, as when replicas are down.
+    # (The schema is there already: a store would not create a keyspace whose writes the cluster cannot take.)
+    cassandra_schema.apply(cassandra_node.session(), cassandra_keyspace, Replication())
     config = replace(
         cassandra_node.config(cassandra_keyspace, tmp_path / "spool"),
         write_consistency=ConsistencyLevel.THREE,

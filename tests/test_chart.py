@@ -446,6 +446,46 @@ def test_credentials_come_from_the_chart_secret_or_an_existing_one() -> None:
     }
 
 
+def test_tls_files_come_from_a_secret_mounted_read_only_in_the_service_and_the_init_job() -> None:
+    made = render(
+        sets={
+            "auth.tls.enabled": "true",
+            "auth.tls.existingSecret": "cassandra-client-tls",
+            "auth.tls.keyPasswordKey": "passphrase",
+        }
+    )
+    data = made.one("ConfigMap", "api")["data"]
+    settings = {k: data[f"MNIST_CASSANDRA_TLS_{k}"] for k in ("CA", "CERT", "KEY")}
+    assert settings == {
+        "CA": "/etc/mnist/cassandra-tls/ca.crt",
+        "CERT": "/etc/mnist/cassandra-tls/tls.crt",
+        "KEY": "/etc/mnist/cassandra-tls/tls.key",
+    }
+    for kind in ("Deployment", "Job"):
+        pod = made.one(kind, "api" if kind == "Deployment" else "keyspace-init")["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "cassandra-tls")
+        assert volume["secret"] == {"secretName": "cassandra-client-tls", "defaultMode": 0o440}
+        container = pod["containers"][0]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "cassandra-tls")
+        assert mount == {"name": "cassandra-tls", "mountPath": "/etc/mnist/cassandra-tls", "readOnly": True}
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MNIST_CASSANDRA_TLS_KEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "cassandra-client-tls",
+            "key": "passphrase",
+        }
+    # TLS without a client certificate: the CA only.
+    data = render(
+        sets={
+            "auth.tls.enabled": "true",
+            "auth.tls.existingSecret": "cassandra-ca",
+            "auth.tls.certKey": "",
+            "auth.tls.keyKey": "",
+        }
+    ).one("ConfigMap", "api")["data"]
+    assert "MNIST_CASSANDRA_TLS_CA" in data and "MNIST_CASSANDRA_TLS_CERT" not in data
+    assert not [k for k in render().one("ConfigMap", "api")["data"] if k.startswith("MNIST_CASSANDRA_TLS")]
+
+
 # --- optional objects -----------------------------------------------------------------------------
 
 
@@ -606,6 +646,11 @@ CONTRADICTIONS: dict[str, tuple[list[str], str]] = {
         "auth.username/auth.password and auth.existingSecret are both set",
     ),
     "user without password": (["auth.username=mnist"], "auth.password is empty while auth.username is set"),
+    "TLS without its Secret": (["auth.tls.enabled=true"], "auth.tls.existingSecret is empty"),
+    "client certificate without its key": (
+        ["auth.tls.enabled=true", "auth.tls.existingSecret=tls", "auth.tls.keyKey="],
+        "auth.tls.certKey and auth.tls.keyKey must both be set",
+    ),
     "password without user": (["auth.password=s3cret"], "auth.username is empty while auth.password is set"),
     "keyspace-init Job killed before it gives up": (
         ["keyspaceInit.waitSeconds=600", "keyspaceInit.activeDeadlineSeconds=300"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,47 @@ def test_a_bad_replication_option_is_a_usage_error() -> None:
     code, output = finish(mnist("db", "init", "--url", "cassandra://db/shop", "--replication", "lots"))
     assert code == 2
     assert "--replication" in output
+
+
+def keyspace_exists(node: CassandraNode, keyspace: str) -> bool:
+    row = node.session().execute(
+        "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
+    )
+    return row.one() is not None
+
+
+def test_init_at_a_replication_the_cluster_cannot_meet_waits_then_says_what_is_missing(
+    cassandra_node: CassandraNode, cassandra_keyspace: str
+) -> None:
+    url = cassandra_node.store_url(cassandra_keyspace)
+    code, output = finish(
+        mnist("db", "init", "--url", url, "--replication", "3", "--timeout", "6"), timeout=90
+    )
+    assert code == 1, output
+    assert "waiting for replicas" in output
+    assert "not enough live replicas within 6s" in output
+    assert (
+        "LOCAL_QUORUM at replication {'class': 'SimpleStrategy', 'replication_factor': 3} needs 2" in output
+    )
+    assert "Traceback" not in output
+    # It waited before changing anything: no keyspace a later, healthier init would have to live with.
+    assert not keyspace_exists(cassandra_node, cassandra_keyspace)
+
+
+def test_init_retries_unavailable_with_growing_pauses_until_its_timeout(
+    cassandra_node: CassandraNode, cassandra_keyspace: str
+) -> None:
+    # A keyspace made earlier at RF 3 keeps it (CREATE ... IF NOT EXISTS): one node cannot take its
+    # LOCAL_QUORUM writes, so every attempt meets a real Unavailable from Cassandra.
+    cassandra_node.session().execute(
+        f"CREATE KEYSPACE {cassandra_keyspace} WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 3}"
+    )
+    url = cassandra_node.store_url(cassandra_keyspace)
+    code, output = finish(mnist("db", "init", "--url", url, "--timeout", "25"), timeout=120)
+    assert code == 1, output
+    pauses = [float(p) for p in re.findall(r"failed \(Unavailable: .*; retrying in ([\d.]+)s$", output, re.M)]
+    assert len(pauses) >= 3, output
+    assert pauses[:3] == [0.5, 1.0, 2.0]
+    assert f"schema init of keyspace {cassandra_keyspace} did not succeed within 25s" in output
+    assert "last error Unavailable" in output and "Traceback" not in output

@@ -49,8 +49,10 @@ def open_store(settings: Settings) -> Store:
         except BadStoreUrl as exc:
             raise UnsupportedStore(f"MNIST_STORE_URL: {exc}") from exc
         return spooled_cassandra(config)
+    from service.store.cassandra.url import redacted
+
     raise UnsupportedStore(
-        f"MNIST_STORE_URL={url!r}: unsupported scheme {scheme!r}; use sqlite:///path or cassandra://host/keyspace"
+        f"MNIST_STORE_URL={redacted(url)!r}: unsupported scheme {scheme!r}; use sqlite:///path or cassandra://host/keyspace"
     )
 
 

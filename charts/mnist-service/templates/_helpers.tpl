@@ -157,6 +157,38 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ $secret }}
       key: {{ .Values.auth.passwordKey }}
 {{- end }}
+{{- with .Values.auth.tls }}
+{{- if and .enabled .keyPasswordKey }}
+- name: MNIST_CASSANDRA_TLS_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .keyPasswordKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the service and the keyspace-init Job find auth.tls.existingSecret's files (MNIST_CASSANDRA_TLS_*). */}}
+{{- define "mnist.cassandraTlsDir" -}}
+/etc/mnist/cassandra-tls
+{{- end }}
+
+{{- define "mnist.cassandraTlsVolumeMount" -}}
+{{- if .Values.auth.tls.enabled }}
+- name: cassandra-tls
+  mountPath: {{ include "mnist.cassandraTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* 0440 with the pod's fsGroup: the service user reads the key, nobody else in the pod can. */}}
+{{- define "mnist.cassandraTlsVolume" -}}
+{{- if .Values.auth.tls.enabled }}
+- name: cassandra-tls
+  secret:
+    secretName: {{ .Values.auth.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 
 {{/* Where the model claim is mounted (MNIST_MODEL_DIR when models.persistence is on), and its name. */}}
@@ -183,7 +215,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "mnist.validateValues" -}}
 {{- $checks := list
   "externalCassandra" "autoscaling.range" "autoscaling.replicaCount" "podDisruptionBudget" "updateStrategy"
-  "replication.inChart" "replication.localDatacenter" "consistency" "auth.existingSecret" "auth.pair"
+  "replication.inChart" "replication.localDatacenter" "consistency" "auth.existingSecret" "auth.pair" "auth.tls"
   "keyspaceInit" "spool" "cassandra.heap" "serviceMonitor" "ingress" "service.nodePort" "networkPolicy"
   "retrain.persistence" }}
 {{- $messages := list }}
@@ -317,6 +349,20 @@ store.consistency={{ .Values.store.consistency }} needs {{ $needed }} replicas o
 {{- $auth := .Values.auth }}
 {{- if and $auth.existingSecret (or $auth.username $auth.password) }}
 auth.username/auth.password and auth.existingSecret are both set: the credentials then come from Secret "{{ $auth.existingSecret }}" and the given ones would be silently ignored; set only one of them.
+{{- end }}
+{{- end }}
+
+{{- define "mnist.validateValues.auth.tls" -}}
+{{- with .Values.auth.tls }}
+{{- if and .enabled (not .existingSecret) }}
+auth.tls.existingSecret is empty while auth.tls.enabled is true: name the Secret with the CA bundle (and the client certificate and key).
+{{- end }}
+{{- if ne (empty .certKey) (empty .keyKey) }}
+auth.tls.certKey and auth.tls.keyKey must both be set (mutual TLS) or both be empty (TLS without a client certificate).
+{{- end }}
+{{- if and .keyPasswordKey (not .keyKey) }}
+auth.tls.keyPasswordKey is set without auth.tls.keyKey: a passphrase needs the key it unlocks.
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -14,7 +14,9 @@ import uuid
 from datetime import UTC, datetime
 from importlib.resources import files
 
+from cassandra import ConsistencyLevel
 from cassandra.cluster import Session
+from cassandra.query import SimpleStatement
 
 from service.store.cassandra.url import Replication
 
@@ -29,6 +31,10 @@ SCHEMA_AGREEMENT_WAIT_S = 60
 
 class SchemaError(RuntimeError):
     """The keyspace holds a schema this code cannot use (newer, or not agreed across nodes)."""
+
+
+class SchemaDisagreement(SchemaError):
+    """Nodes did not agree on the schema in time: a cluster still forming; worth trying again."""
 
 
 def cql_text() -> str:
@@ -69,7 +75,12 @@ def current_version(session: Session, keyspace: str) -> int | None:
     return None if row is None else int(row.version)
 
 
-def apply(session: Session, keyspace: str, replication: Replication) -> int:
+def apply(
+    session: Session,
+    keyspace: str,
+    replication: Replication,
+    consistency: int = ConsistencyLevel.LOCAL_QUORUM,
+) -> int:
     """Create keyspace and tables if missing, wait for schema agreement, record the version."""
     found = current_version(session, keyspace)
     if found is not None and found > SCHEMA_VERSION:
@@ -80,13 +91,17 @@ def apply(session: Session, keyspace: str, replication: Replication) -> int:
     for stmt in statements(keyspace, replication):
         result = session.execute(stmt, timeout=SCHEMA_AGREEMENT_WAIT_S)
         if not result.response_future.is_schema_agreed:
-            raise SchemaError(
+            raise SchemaDisagreement(
                 f"nodes did not agree on the schema within {SCHEMA_AGREEMENT_WAIT_S}s after: {stmt}"
             )
     session.cluster.refresh_schema_metadata(max_schema_agreement_wait=SCHEMA_AGREEMENT_WAIT_S)
-    session.execute(
+    insert = SimpleStatement(
         f"INSERT INTO {keyspace}.schema_version (component, version, applied_at, applied_by)"
         " VALUES (%s, %s, %s, %s)",
+        consistency_level=consistency,
+    )
+    session.execute(
+        insert,
         (COMPONENT, SCHEMA_VERSION, datetime.now(UTC), f"{socket.gethostname()}/{os.getpid()}"),
     )
     return SCHEMA_VERSION

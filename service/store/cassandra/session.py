@@ -10,7 +10,7 @@ import ssl
 
 from cassandra import ProtocolVersion
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
@@ -19,6 +19,77 @@ from cassandra.policies import (
 )
 
 from service.store.cassandra.url import CassandraConfig
+
+
+class TlsSetupError(ValueError):
+    """A TLS file cannot be used (missing, unreadable, not PEM, wrong passphrase); the message says which.
+
+    Raised before any connection: retrying cannot help, and the message never quotes a file's content.
+    """
+
+
+def tls_context(config: CassandraConfig) -> ssl.SSLContext:
+    """Verify the nodes against the CA bundle (else the system's); present the client certificate if set."""
+    try:
+        context = ssl.create_default_context(cafile=str(config.tls_ca) if config.tls_ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(
+            f"the CA bundle {config.tls_ca} (MNIST_CASSANDRA_TLS_CA, URL tls_ca) cannot be used: {_why(exc)}"
+        ) from None
+    if config.tls_cert is not None:
+        try:
+            context.load_cert_chain(config.tls_cert, config.tls_key, password=config.tls_key_password)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSetupError(
+                f"the client certificate {config.tls_cert} with key {config.tls_key} "
+                f"(MNIST_CASSANDRA_TLS_CERT / _KEY / _KEY_PASSWORD, URL tls_cert / tls_key) cannot be used: "
+                f"{_why(exc)}"
+            ) from None
+    return context
+
+
+def _why(exc: OSError) -> str:
+    # The OpenSSL reason (e.g. KEY_VALUES_MISMATCH, BAD_DECRYPT) or the errno text; never the file's content.
+    if isinstance(exc, ssl.SSLError):
+        return f"{exc.library or 'SSL'} {exc.reason or exc}"
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def tls_refusal(exc: NoHostAvailable, config: CassandraConfig) -> str | None:
+    """What went wrong when TLS itself failed (no client certificate, one the nodes do not trust, a node
+    certificate this client does not trust); None when no host failed in TLS. Such a failure does not pass
+    with time, so callers stop retrying and say this."""
+    # The driver passes handshake errors on as they are, or inside an OSError of its own that quotes them.
+    failures = [e for e in exc.errors.values() if isinstance(e, ssl.SSLError) or "[SSL:" in str(e)]
+    if not failures:
+        return None
+    reason = "; ".join(sorted({_tls_reason(e) for e in failures}))
+    where = f"Cassandra at {config.endpoint}"
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return (
+            f"this client does not trust the TLS certificate of {where}: it is not signed by "
+            f"{f'the CA bundle {config.tls_ca}' if config.tls_ca else 'a CA of the system'} "
+            f"(MNIST_CASSANDRA_TLS_CA, URL tls_ca) ({reason})"
+        )
+    if "WRONG_VERSION_NUMBER" in reason:
+        return f"{where} does not answer TLS on this port: drop tls / tls_ca, or use its TLS port ({reason})"
+    if config.tls_cert is None:
+        return (
+            f"{where} refused this client's TLS connection: it requires a client certificate; set "
+            f"MNIST_CASSANDRA_TLS_CERT and MNIST_CASSANDRA_TLS_KEY (URL tls_cert and tls_key) to one its CA "
+            f"signed ({reason})"
+        )
+    return (
+        f"{where} refused this client's TLS connection with the client certificate {config.tls_cert}: is it "
+        f"signed by a CA the nodes trust, and valid today? ({reason})"
+    )
+
+
+def _tls_reason(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    text = str(exc)
+    return text[text.find("[SSL:") :] if "[SSL:" in text else text
 
 
 def make_cluster(config: CassandraConfig) -> Cluster:
@@ -30,9 +101,7 @@ def make_cluster(config: CassandraConfig) -> Cluster:
         consistency_level=config.read_consistency,
         request_timeout=config.timeout_s,
     )
-    ssl_context = None
-    if config.tls:
-        ssl_context = ssl.create_default_context(cafile=str(config.tls_ca) if config.tls_ca else None)
+    ssl_context = tls_context(config) if config.tls else None
     auth = PlainTextAuthProvider(config.username, config.password or "") if config.username else None
     return Cluster(
         contact_points=list(config.hosts),

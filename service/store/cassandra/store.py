@@ -33,8 +33,9 @@ from cassandra.query import UNSET_VALUE, PreparedStatement
 from service import metrics
 from service.errors import StoreUnavailable
 from service.store.base import PartialWrite, PredictionRecord
+from service.store.cassandra import ready
 from service.store.cassandra import schema as cassandra_schema
-from service.store.cassandra.session import make_cluster
+from service.store.cassandra.session import make_cluster, tls_refusal
 from service.store.cassandra.url import CassandraConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,13 @@ RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 HOURS_REMEMBERED = 256
 # Errors that mean "Cassandra cannot answer now" (down, overloaded, timing out, partitioned).
 OUTAGE_ERRORS = (DriverException, NoHostAvailable, ConnectionException)
+# Connecting to a cluster that is still forming (too few replicas alive for the keyspace it would create,
+# nodes not yet agreeing on the schema) is an outage like any other: retried with backoff, logged on change.
+CONNECT_RETRYABLE: tuple[type[BaseException], ...] = (
+    *OUTAGE_ERRORS,
+    ready.ReplicasMissing,
+    cassandra_schema.SchemaDisagreement,
+)
 
 COLUMNS = (
     "id, created, model, version, digit, confidence, probabilities, pixels, latency_ms, image, image_type,"
@@ -182,7 +190,7 @@ class CassandraStore:
         """One connection attempt; a failure is counted and remembered in `last_error`."""
         try:
             self._connect()
-        except OUTAGE_ERRORS as exc:
+        except CONNECT_RETRYABLE as exc:
             self._outage("connect", exc)
             return False
         except (StoreUnavailable, cassandra_schema.SchemaError) as exc:  # no usable schema (yet)
@@ -213,12 +221,29 @@ class CassandraStore:
                         raise StoreUnavailable(
                             f"keyspace {self.config.keyspace} has no schema: run `mnist db init` first"
                         )
+                    # A cluster still forming cannot take the keyspace's writes yet: retried until it can.
+                    missing = ready.shortfall(
+                        cluster,
+                        self.config.replication,
+                        self.config.write_consistency,
+                        self.config.dc or ready.local_dc(session),
+                    )
+                    if missing is not None:
+                        raise ready.ReplicasMissing(
+                            f"keyspace {self.config.keyspace} has no schema yet; waiting to create it: "
+                            f"{missing}"
+                        )
                     log.warning(
                         "keyspace %s has no schema yet: creating it (replication %s) as `mnist db init` does",
                         self.config.keyspace,
                         self.config.replication.cql(),
                     )
-                    cassandra_schema.apply(session, self.config.keyspace, self.config.replication)
+                    cassandra_schema.apply(
+                        session,
+                        self.config.keyspace,
+                        self.config.replication,
+                        consistency=self.config.write_consistency,
+                    )
                 stmts = Statements(session, self.config)
             except BaseException:
                 cluster.shutdown()
@@ -229,7 +254,8 @@ class CassandraStore:
 
     def _outage(self, operation: str, exc: BaseException) -> None:
         metrics.STORE_ERRORS.labels(backend=self.backend, operation=operation).inc()
-        message = f"{type(exc).__name__}: {exc}"
+        refusal = tls_refusal(exc, self.config) if isinstance(exc, NoHostAvailable) else None
+        message = refusal or f"{type(exc).__name__}: {exc}"
         if message != self.last_error:
             log.warning("Cassandra %s failed (%s): %s", operation, self.config.endpoint, message)
         self.last_error = message

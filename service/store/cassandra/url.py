@@ -9,9 +9,12 @@ Query parameters (all optional):
   connect_timeout     seconds per connection attempt (default 5)
   replication         what `mnist db init` creates: `3` (SimpleStrategy, RF 3) or `dc1:3,dc2:3`
                       (NetworkTopologyStrategy, RF per datacenter); default `1`
-  tls                 `true` to use TLS with the system CA bundle (MNIST_CASSANDRA_TLS_CA names a bundle and
-                      implies TLS)
-Settings override the URL: MNIST_CASSANDRA_USERNAME / _PASSWORD / _TLS_CA / _TTL_S / _MAX_IN_FLIGHT.
+  tls                 `true` to use TLS with the system CA bundle
+  tls_ca              CA bundle (PEM file) that signed the nodes' certificates; implies TLS
+  tls_cert, tls_key   client certificate chain and its private key (PEM files), for nodes that require
+                      client certificates (mutual TLS); both or neither; imply TLS
+Settings override the URL: MNIST_CASSANDRA_USERNAME / _PASSWORD / _TLS_CA / _TLS_CERT / _TLS_KEY / _TTL_S /
+_MAX_IN_FLIGHT; a passphrase of the key only comes from MNIST_CASSANDRA_TLS_KEY_PASSWORD (never the URL).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ KNOWN_PARAMS = {
     "connect_timeout",
     "replication",
     "tls",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
 }
 
 
@@ -91,6 +97,9 @@ class CassandraConfig:
     replication: Replication = field(default_factory=Replication)
     tls: bool = False
     tls_ca: Path | None = None
+    tls_cert: Path | None = None  # client certificate chain (mutual TLS)
+    tls_key: Path | None = None
+    tls_key_password: str | None = field(default=None, repr=False)
     ttl_s: int = 0
     max_in_flight: int = 64
     spool_dir: Path = Path("var/spool")
@@ -105,17 +114,36 @@ class CassandraConfig:
     def from_settings(cls, settings: Settings, url: str | None = None) -> CassandraConfig:
         """The URL (default: MNIST_STORE_URL) with the MNIST_CASSANDRA_* settings applied on top."""
         config = parse_url(url or settings.store_url)
-        return replace(
+        password, key_password = settings.cassandra_password, settings.cassandra_tls_key_password
+        config = replace(
             config,
             username=settings.cassandra_username or config.username,
-            password=settings.cassandra_password or config.password,
-            tls=config.tls or settings.cassandra_tls_ca is not None,
-            tls_ca=settings.cassandra_tls_ca,
+            password=password.get_secret_value() if password else config.password,
+            tls_ca=settings.cassandra_tls_ca or config.tls_ca,
+            tls_cert=settings.cassandra_tls_cert or config.tls_cert,
+            tls_key=settings.cassandra_tls_key or config.tls_key,
+            tls_key_password=key_password.get_secret_value() if key_password else None,
             ttl_s=settings.cassandra_ttl_s,
             max_in_flight=settings.cassandra_max_in_flight,
             spool_dir=settings.spool_dir,
             spool_max_bytes=settings.spool_max_bytes,
         )
+        _check_client_certificate(config.tls_cert, config.tls_key, "MNIST_CASSANDRA_TLS_CERT / _TLS_KEY")
+        return replace(config, tls=config.tls or any((config.tls_ca, config.tls_cert)))
+
+
+def _check_client_certificate(cert: Path | None, key: Path | None, names: str) -> None:
+    if (cert is None) != (key is None):
+        given, absent = ("certificate", "key") if key is None else ("key", "certificate")
+        raise BadStoreUrl(
+            f"a TLS client {given} without its {absent} ({names}): mutual TLS needs both PEM files"
+        )
+
+
+def _path(name: str, value: str) -> Path:
+    if not value.strip():
+        raise BadStoreUrl(f"{name}= names no file; give the path of a PEM file")
+    return Path(unquote(value.strip()))
 
 
 def _consistency(name: str, value: str) -> int:
@@ -136,11 +164,20 @@ def _seconds(name: str, value: str) -> float:
     return seconds
 
 
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    userinfo, at, hostinfo = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostinfo}").geturl()
+
+
 def parse_url(url: str) -> CassandraConfig:
     """Parse a cassandra:// URL; raises BadStoreUrl naming the faulty part."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "cassandra":
-        raise BadStoreUrl(f"{url!r}: not a cassandra:// URL")
+        raise BadStoreUrl(f"{redacted(url)!r}: not a cassandra:// URL")
     userinfo, _, hostinfo = parts.netloc.rpartition("@")
     username = password = None
     if userinfo:
@@ -171,6 +208,10 @@ def parse_url(url: str) -> CassandraConfig:
         raise BadStoreUrl(
             f"cassandra URL: unknown parameter(s) {', '.join(unknown)}; known: {sorted(KNOWN_PARAMS)}"
         )
+    tls_files = {
+        name: _path(name, query[name]) for name in ("tls_ca", "tls_cert", "tls_key") if name in query
+    }
+    _check_client_certificate(tls_files.get("tls_cert"), tls_files.get("tls_key"), "tls_cert / tls_key")
     both = _consistency("consistency", query["consistency"]) if "consistency" in query else None
     default = int(ConsistencyLevel.LOCAL_QUORUM)
     return CassandraConfig(
@@ -191,5 +232,8 @@ def parse_url(url: str) -> CassandraConfig:
         if "connect_timeout" in query
         else 5.0,
         replication=Replication.parse(query["replication"]) if "replication" in query else Replication(),
-        tls=query.get("tls", "").lower() in {"1", "true", "yes"},
+        tls=query.get("tls", "").lower() in {"1", "true", "yes"} or bool(tls_files),
+        tls_ca=tls_files.get("tls_ca"),
+        tls_cert=tls_files.get("tls_cert"),
+        tls_key=tls_files.get("tls_key"),
     )

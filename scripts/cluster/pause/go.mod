@@ -1,0 +1,3 @@
+module mnist-service/cluster/pause
+
+go 1.24
