@@ -61,7 +61,7 @@ SECURITY_SCHEMES = {
     ADMIN: {
         "type": "http",
         "scheme": "bearer",
-        "description": "MNIST_ADMIN_TOKEN (no or a wrong token: 401; while it is unset: 403, the routes are off)",
+        "description": "MNIST_ADMIN_TOKEN (none or a wrong one: 401; the setting unset: 403, routes off)",
     }
 }
 
