@@ -17,7 +17,7 @@ from flask import Flask, Response, g, request
 from PIL import Image
 
 from service import metrics, tracing
-from service.api import errors, export, ops, predict, records, tfserving, v2, web
+from service.api import errors, export, ops, predict, records, repository, tfserving, v2, web
 from service.api.handler import EXTENSION
 from service.inference import ModelRegistry
 from service.logs import configure_logging, log_request, request_id
@@ -30,7 +30,7 @@ from service.store.queue import WriteQueue
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (predict.bp, records.bp, export.bp, tfserving.bp, v2.bp, ops.bp, web.bp)
+BLUEPRINTS = (predict.bp, records.bp, export.bp, tfserving.bp, v2.bp, repository.bp, ops.bp, web.bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -76,6 +76,20 @@ class RepositoryConflict(ServiceError):
     status = 409
 
 
+class Unauthorized(ServiceError):
+    """An admin route called without the admin token, or with a wrong one."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(ServiceError):
+    """An admin route while no admin token is set: the routes are off."""
+
+    code = "forbidden"
+    status = 403
+
+
 class StoreUnavailable(ServiceError):
     """The prediction store cannot answer reads right now (writes go to the spool instead)."""
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service import __version__
-from service.types import errors, ops, own, records, tfserving, v2
+from service.types import errors, ops, own, records, repository, tfserving, v2
 
 REF = "#/components/schemas/{model}"
 MODEL_MARKER = "x-models"
@@ -51,7 +51,21 @@ _COMPONENTS: tuple[type[BaseModel], ...] = (
     v2.StatisticsResponse,
     ops.Health,
     ops.Readiness,
+    repository.IndexRequest,
+    repository.Index,
+    repository.LoadRequest,
+    repository.LoadAnswer,
+    repository.UnloadRequest,
+    repository.UnloadAnswer,
 )
+ADMIN = "adminToken"
+SECURITY_SCHEMES = {
+    ADMIN: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "MNIST_ADMIN_TOKEN (none or a wrong one: 401; the setting unset: 403, routes off)",
+    }
+}
 
 
 def ref(model: type[BaseModel] | str) -> dict[str, str]:
@@ -74,6 +88,8 @@ class Operation:
     body: dict[str, Any] | None = None  # content map of the request body (required when given)
     extra: dict[str, Any] = field(default_factory=dict)  # other responses (e.g. 503 with its own schema)
     links: dict[str, Any] = field(default_factory=dict)  # links of the 200 response
+    security: list[dict[str, list[str]]] | None = None  # who may call it (the admin token)
+    body_required: bool = True
 
     def render(self) -> dict[str, Any]:
         error_schema = ref(errors.FlatError if self.flat else errors.Error)
@@ -89,7 +105,9 @@ class Operation:
         if self.parameters:
             operation["parameters"] = self.parameters
         if self.body is not None:
-            operation["requestBody"] = {"required": True, "content": self.body}
+            operation["requestBody"] = {"required": self.body_required, "content": self.body}
+        if self.security is not None:
+            operation["security"] = self.security
         return operation
 
 
@@ -176,12 +194,18 @@ def _own_operations() -> dict[tuple[str, str], Operation]:
             ),
             {
                 400: "Bad input: not an image, no digit in it, wrong JSON",
-                404: "Unknown model",
+                404: "Unknown model or version",
                 413: "Too large",
             },
             parameters=[
                 param(
                     "model", "query", {"type": "string", EMPTY_OR_MODEL: True}, "Model (empty: the default)"
+                ),
+                param(
+                    "version",
+                    "query",
+                    {"type": "string", "x-versions": True},
+                    "A loaded version of the model (absent: canary weights, else the highest)",
                 ),
                 param(
                     "include_input",
@@ -219,6 +243,12 @@ def _own_operations() -> dict[tuple[str, str], Operation]:
                 ),
                 param("digit", "query", {"type": "integer", "minimum": 0, "maximum": 9}, "Predicted digit"),
                 param("model", "query", {"type": "string"}, "Model name"),
+                param(
+                    "shadow",
+                    "query",
+                    {"type": "string"},
+                    "1, true, yes or on (any case): include shadow records (answers never returned)",
+                ),
             ],
             links=_PAGE_LINKS,
         ),
@@ -397,6 +427,59 @@ def _v2_operations() -> dict[tuple[str, str], Operation]:
     return found
 
 
+def _repository_operations() -> dict[tuple[str, str], Operation]:
+    tag = "Model repository (v2 extension)"
+    guarded = {
+        401: "No 'Authorization: Bearer <token>', or a wrong token",
+        403: "The model repository is off (MNIST_ADMIN_TOKEN is unset)",
+    }
+
+    def optional(model: type[BaseModel]) -> dict[str, Any]:
+        return {"application/json": {"schema": ref(model)}}
+
+    def op(summary: str, operation_id: str, ok: dict[str, Any], more: dict[int, str], **kw: Any) -> Operation:
+        errors = {400: "Bad body", **guarded, **more}
+        return Operation(
+            tag,
+            summary,
+            operation_id,
+            ok,
+            errors,
+            flat=True,
+            security=[{ADMIN: []}],
+            body_required=False,
+            **kw,
+        )
+
+    model = param("name", "path", {"type": "string"}, "A model in the model directory")
+    found = {
+        ("/v2/repository/index", "post"): op(
+            "Every model version on disk, READY or UNAVAILABLE with the reason",
+            "v2RepositoryIndex",
+            json_body(ref(repository.Index), "OK"),
+            {},
+            body=optional(repository.IndexRequest),
+        ),
+        ("/v2/repository/models/{name}/load", "post"): op(
+            "Serve a model again, optionally pinned to versions (every worker by its next poll)",
+            "v2RepositoryLoad",
+            json_body(ref(repository.LoadAnswer), "Loaded; this worker's version status"),
+            {404: "No such model or version on disk", 409: "A version asked for fails its checks"},
+            parameters=[model],
+            body=optional(repository.LoadRequest),
+        ),
+        ("/v2/repository/models/{name}/unload", "post"): op(
+            "Take a model out of service (not the default model)",
+            "v2RepositoryUnload",
+            json_body(ref(repository.UnloadAnswer), "Unloaded"),
+            {404: "No such model", 409: "The default model stays loaded"},
+            parameters=[model],
+            body=optional(repository.UnloadRequest),
+        ),
+    }
+    return found
+
+
 def _ops_operations() -> dict[tuple[str, str], Operation]:
     html = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
     return {
@@ -426,7 +509,13 @@ def _ops_operations() -> dict[tuple[str, str], Operation]:
 
 
 def operations() -> dict[tuple[str, str], Operation]:
-    return {**_own_operations(), **_tf_operations(), **_v2_operations(), **_ops_operations()}
+    return {
+        **_own_operations(),
+        **_tf_operations(),
+        **_v2_operations(),
+        **_repository_operations(),
+        **_ops_operations(),
+    }
 
 
 def path_of(rule: str) -> str:
@@ -489,6 +578,9 @@ def spec(
             "data must hold prod(shape) values: JSON Schema cannot say either, so such requests are 400s.",
         },
         "paths": _fill(paths, models, versions, max_images),
-        "components": {"schemas": components(models, versions, max_images)},
+        "components": {
+            "schemas": components(models, versions, max_images),
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
     return document

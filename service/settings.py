@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     routing_seed: int | None = Field(
         None, description="Seeds the canary draw (same seed, same picks); unset = random."
     )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the v2 model repository routes (index, load, unload); unset = 403.",
+    )
 
     # Input limits
     max_images_per_request: int = Field(

@@ -20,6 +20,7 @@ from service import metrics, tracing
 from service.codecs.body import Limits
 from service.errors import NotFound
 from service.inference import ModelRegistry, ServedModel
+from service.lifecycle.shadow import Primary, ShadowRecorder
 from service.settings import Settings
 from service.store.base import PredictionRecord, Store
 from service.store.queue import WriteQueue
@@ -42,9 +43,11 @@ class ServiceState:
     started: float = field(default_factory=time.time)
     stopped: bool = False
     limits: Limits = field(init=False)
+    shadows: ShadowRecorder = field(init=False)
 
     def __post_init__(self) -> None:
         self.limits = Limits.from_settings(self.settings)
+        self.shadows = ShadowRecorder(self.writes)
 
     def infer(
         self,
@@ -81,6 +84,12 @@ class ServiceState:
             tracing.remember(result.ids, tracing.current_context())
         self._record(result, served, uploads, request, api)
         metrics.observe_predictions(served.name, digits.tolist(), confidences.tolist())
+        shadow = self.models.shadow(served.name, served)
+        if shadow is not None:  # after the answer is ready: the copy never delays it nor changes it
+            primary = Primary(
+                result.ids, result.digits.tolist(), served.version, api, request.client, request.request_id
+            )
+            self.shadows.send(shadow, images, primary)
         return result
 
     def _record(

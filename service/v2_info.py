@@ -14,21 +14,28 @@ from service.inference import ModelRegistry, ServedModel
 from service.metrics import registry_for_scrape
 from service.tensors import SIDE
 from service.types import v2 as types
+from service.types.ops import LoadFailure
 
 SERVER_NAME = "mnist-service"
 PLATFORM = "tflite"
 # Exactly what both front ends serve (Triton's extension names).
+# What both front ends serve; REST adds the model repository's load/unload (gRPC has only its index).
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "parameters", "statistics"]
+REST_EXTENSIONS = sorted([*EXTENSIONS, "model_repository"])
 
 
-def server_metadata() -> types.ServerMetadata:
-    return types.ServerMetadata(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+def server_metadata(extensions: list[str] = EXTENSIONS) -> types.ServerMetadata:
+    return types.ServerMetadata(name=SERVER_NAME, version=__version__, extensions=extensions)
 
 
-def model_metadata(model: ServedModel) -> types.ModelMetadata:
+def model_metadata(
+    model: ServedModel, versions: list[str] | None = None, failures: list[LoadFailure] | None = None
+) -> types.ModelMetadata:
+    """`versions`: the loaded ones, highest first (default: the one described); `failures`: refused ones."""
     return types.ModelMetadata(
         name=model.name,
-        versions=[model.version],
+        versions=versions or [model.version],
+        failures=failures or [],
         platform=PLATFORM,
         inputs=[types.TensorMetadata(name=types.INPUT_NAME, datatype="FP32", shape=[-1, SIDE, SIDE])],
         outputs=[

@@ -120,7 +120,8 @@ def curl_examples(path: Path) -> Iterator[tuple[str, str]]:
             target = re.search(r"\$URL(/[^\s\"'?]*)", command)
             if target:
                 sends_body = re.search(r"\s(-d|-F|--data-binary)\s", command)
-                yield ("POST" if sends_body else "GET"), target.group(1)
+                named = re.search(r"\s-X\s+([A-Z]+)\s", command)
+                yield (named.group(1) if named else "POST" if sends_body else "GET"), target.group(1)
 
 
 def test_every_curl_example_in_the_api_reference_names_a_served_route(app: Flask) -> None:

@@ -170,6 +170,33 @@ def test_digit_and_model_filters_each_and_together(store: Store) -> None:
     assert store.list(limit=100, digit=9) == []
 
 
+def test_shadow_records_are_listed_only_when_asked_and_paging_skips_them(store: Store) -> None:
+    # Every third record a shadow (extra.shadow, as service/lifecycle/shadow.py writes them), some sharing
+    # a timestamp with their primary, so pages of the history fall across them.
+    recs = [
+        make_record(
+            T0 + timedelta(seconds=i // 2),
+            digit=i % 10,
+            extra={"api": "predict", **({"shadow": True, "primary_version": "2"} if i % 3 == 0 else {})},
+        )
+        for i in range(18)
+    ]
+    for rec in recs:
+        store.record(rec)
+    everything = store.list(limit=100, shadows=True)
+    assert len(everything) == 18
+    primaries = [r.id for r in everything if not r.extra.get("shadow")]
+    assert len(primaries) == 12
+    assert [r.id for r in store.list(limit=100)] == primaries
+    for page in (1, 2, 5):
+        assert [r.id for r in page_through(store, page)] == primaries
+        assert [r.id for r in page_through(store, page, shadows=True)] == [r.id for r in everything]
+    # With a filter too: digit 3 is one shadow (i=3) and one primary (i=13).
+    threes = [r.id for r in everything if r.digit == 3]
+    assert len(threes) == 2
+    assert [r.id for r in store.list(limit=100, digit=3)] == [recs[13].id]
+
+
 def test_set_label_marks_known_records_and_refuses_unknown_ids(store: Store) -> None:
     rec = make_record(digit=3)
     store.record(rec)

@@ -43,6 +43,7 @@ def test_extensions_are_exactly_what_is_served(server, client) -> None:
         "binary_tensor_data",
         "classification",
         "model_configuration",
+        "model_repository",
         "parameters",
         "statistics",
     ]

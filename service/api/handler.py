@@ -15,11 +15,14 @@ import numpy as np
 from flask import Response, current_app, g, request
 
 from service import tracing
+from service.inference import ServedModel
 from service.state import ServiceState
 from service.types.batch import Inference, RequestInfo
 
 EXTENSION = "mnist"
 JSON = "application/json"
+# The version that answered, on answers whose protocol has no field for it (TF Serving REST).
+VERSION_HEADER = "X-Model-Version"
 
 
 class Decoded(Protocol):
@@ -71,6 +74,16 @@ def infer(
     g.model = result.model
     g.digit = int(result.digits[0]) if len(result) == 1 else None
     return decoded, result
+
+
+def described(name: str, version: str | None = None) -> ServedModel:
+    """The version a status or metadata route reports: the one named, else the highest loaded one (never
+    a canary draw, so the answer does not change from call to call)."""
+    registry = current().models
+    if version is None:
+        loaded = registry.versions(name)
+        version = max(loaded, key=int) if loaded else None
+    return registry.get(name, version)
 
 
 def json_response(body: bytes, status: int = 200) -> Response:

@@ -10,7 +10,9 @@ from flask import Blueprint, Response, current_app
 from service import metrics, openapi
 from service.api import errors
 from service.api.handler import current, json_response
-from service.types.ops import Health, ModelsHealth, QueueHealth, Readiness
+from service.inference import ServedModel
+from service.state import ServiceState
+from service.types.ops import Health, LoadFailure, ModelsHealth, QueueHealth, Readiness
 
 bp = Blueprint("ops", __name__)
 errors.register_own(bp)
@@ -34,13 +36,23 @@ def readyz() -> Response:
         models=ModelsHealth(
             ok=models_ok,
             default=state.models.default,
-            served=[m.describe() for m in state.models.models.values()],
+            served=[m.describe() for versions in _loaded(state) for m in versions],
+            failures=[LoadFailure(**f.describe()) for f in state.models.failures()],
         ),
         store=store,
         write_queue=QueueHealth(depth=state.writes.depth, capacity=state.settings.write_queue_size),
         uptime_s=round(time.time() - state.started, 1),
     )
     return json_response(body.model_dump_json().encode(), 200 if ready else 503)
+
+
+def _loaded(state: ServiceState) -> list[list[ServedModel]]:
+    """Every loaded version, model by model, highest version first."""
+    registry = state.models
+    return [
+        sorted(registry.versions(name).values(), key=lambda m: int(m.version), reverse=True)
+        for name in sorted(registry.models)
+    ]
 
 
 @bp.get("/metrics")

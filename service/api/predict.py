@@ -20,7 +20,9 @@ _TRUE = {"1", "true", "yes", "on"}
 @bp.post("/predict")
 def predict() -> Response:
     """One or several images (multipart, JSON base64, JSON pixels or a raw image body) -> digits."""
-    decoded, result = infer("predict", _decode, model=request.args.get("model") or None)
+    decoded, result = infer(
+        "predict", _decode, request.args.get("model") or None, request.args.get("version") or None
+    )
     include_input = request.args.get("include_input", "").lower() in _TRUE
     return json_response(own.encode(result, decoded.many, include_input))
 

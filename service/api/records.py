@@ -26,6 +26,7 @@ errors.register_own(bp)
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 _CURSOR = re.compile(CURSOR)
+_TRUE = {"1", "true", "yes", "on"}
 
 
 @bp.get("/api/predictions")
@@ -36,7 +37,10 @@ def list_predictions() -> Response:
     digit = _int_arg("digit", None, 0, 9)
     model = request.args.get("model") or None
     before, before_id = _cursor(request.args.get("before"))
-    records = state.store.list(limit=limit, before=before, digit=digit, model=model, before_id=before_id)
+    shadows = request.args.get("shadow", "").lower() in _TRUE
+    records = state.store.list(
+        limit=limit, before=before, digit=digit, model=model, before_id=before_id, shadows=shadows
+    )
     next_before = _make_cursor(records[-1]) if len(records) == limit else None
     page = Page(predictions=[RecordSummary(**_summary(r)) for r in records], next_before=next_before)
     return json_response(page.model_dump_json().encode())

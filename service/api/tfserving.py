@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
 from service.api import errors
-from service.api.handler import current, infer, json_response
+from service.api.handler import VERSION_HEADER, current, described, infer, json_response
 from service.codecs import tfserving
 from service.errors import BadInput
 from service.state import ServiceState
@@ -31,16 +31,20 @@ errors.register_flat(bp)
 @bp.get("/<model:name>")
 @bp.get("/<name>/versions/<model:version>")
 def model_status(name: str, version: str | None = None) -> Response:
-    """GetModelStatus: the served version and its state."""
-    model = current().models.get(name, version)
-    return json_response(types.status(model.version).model_dump_json().encode())
+    """GetModelStatus: every version the worker knows of with its state (AVAILABLE, UNLOADING, END with the
+    reason it was refused), or the one named."""
+    registry = current().models
+    rows = [row for row in registry.status(name) if version is None or row["version"] == version]
+    if not rows:
+        registry.get(name, version)  # the 404 that says what is served
+    return json_response(types.status(rows).model_dump_json().encode())
 
 
 @bp.get("/<name>/metadata")
 @bp.get("/<name>/versions/<version>/metadata")
 def model_metadata(name: str, version: str | None = None) -> Response:
     """GetModelMetadata: the serving signature (input image, output probabilities)."""
-    model = current().models.get(name, version)
+    model = described(name, version)
     return json_response(types.metadata(model.name, model.version).model_dump_json().encode())
 
 
@@ -49,7 +53,9 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 def predict(name: str, version: str | None = None) -> Response:
     """Predict: {"instances": [...]} -> {"predictions": [[10 probabilities], ...]}."""
     decoded, result = infer("tfserving", _decode, name, version)
-    return json_response(tfserving.encode(result, decoded.columnar))
+    response = json_response(tfserving.encode(result, decoded.columnar))
+    response.headers[VERSION_HEADER] = result.version  # TF Serving's REST answer has no model_spec
+    return response
 
 
 def _decode(state: ServiceState) -> tfserving.TFRequest:

@@ -9,11 +9,12 @@ from flask import Blueprint, Response, request
 
 from service import v2_info
 from service.api import errors, handler
-from service.api.handler import current, json_response
+from service.api.handler import current, described, json_response
 from service.codecs import v2
 from service.errors import NotReady
 from service.state import ServiceState
 from service.types import v2 as types
+from service.types.ops import LoadFailure
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 errors.register_flat(bp)
@@ -25,7 +26,7 @@ def _json(model: types.BaseModel) -> Response:
 
 @bp.get("")
 def server_metadata() -> Response:
-    return _json(v2_info.server_metadata())
+    return _json(v2_info.server_metadata(v2_info.REST_EXTENSIONS))
 
 
 @bp.get("/health/live")
@@ -43,7 +44,11 @@ def ready() -> Response:
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    return _json(v2_info.model_metadata(current().models.get(name, version)))
+    """The model's signature, its loaded versions and the versions refused by a check."""
+    registry = current().models
+    versions = [version] if version else sorted(registry.versions(name), key=int, reverse=True)
+    failures = [LoadFailure(**f.describe()) for f in registry.failures() if f.model == name]
+    return _json(v2_info.model_metadata(described(name, version), versions, failures))
 
 
 @bp.get("/models/<name>/config")
@@ -65,7 +70,7 @@ def model_statistics(name: str | None = None, version: str | None = None) -> Res
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> Response:
-    model = current().models.get(name, version)
+    model = described(name, version)
     if not model.batcher.alive:
         raise NotReady(f"model {name!r} is not ready")
     return _json(types.ModelReady(name=model.name, ready=True))

@@ -70,9 +70,11 @@ class Store(Protocol):
         digit: int | None = None,
         model: str | None = None,
         before_id: uuid.UUID | None = None,
+        shadows: bool = False,
     ) -> list[PredictionRecord]:
         """Newest first by (created, id); strictly older than `before`, or than the pair (`before`,
-        `before_id`) when both are given, so records sharing a timestamp page without gaps or repeats."""
+        `before_id`) when both are given, so records sharing a timestamp page without gaps or repeats.
+        Shadow records (`extra.shadow`, service/lifecycle/shadow.py) only with `shadows`: no user saw them."""
 
     def set_label(self, record_id: uuid.UUID, label: int) -> bool:
         """Store the true digit for a record; False when the id is unknown."""

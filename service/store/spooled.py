@@ -167,10 +167,13 @@ class SpooledStore(Generic[S]):
         digit: int | None = None,
         model: str | None = None,
         before_id: uuid.UUID | None = None,
+        shadows: bool = False,
     ) -> list[PredictionRecord]:
         """The inner store's history (records still in the spool appear once replayed)."""
         try:
-            return self.inner.list(limit=limit, before=before, digit=digit, model=model, before_id=before_id)
+            return self.inner.list(
+                limit=limit, before=before, digit=digit, model=model, before_id=before_id, shadows=shadows
+            )
         except StoreUnavailable as exc:
             raise self._unavailable(exc) from exc
 

@@ -236,6 +236,7 @@ class SqliteStore:
         digit: int | None = None,
         model: str | None = None,
         before_id: uuid.UUID | None = None,
+        shadows: bool = False,
     ) -> list[PredictionRecord]:
         """Newest first by (created, id); strictly older than `before` (or the pair `before`, `before_id`)."""
         where: list[str] = []
@@ -253,6 +254,8 @@ class SqliteStore:
         if model is not None:
             where.append("model = ?")
             params.append(model)
+        if not shadows:  # a JSON true reads as 1; absent as NULL
+            where.append("json_extract(extra, '$.shadow') IS NOT 1")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {COLUMNS} FROM predictions {clause} ORDER BY created_us DESC, id DESC LIMIT ?"
         return [_record(row) for row in self._read(sql, (*params, max(0, int(limit))))]

@@ -11,10 +11,23 @@ class Health(BaseModel):
     status: str
 
 
+class LoadFailure(BaseModel):
+    """A model version refused by a check (service/lifecycle/checks.py); it serves once its files change."""
+
+    model: str
+    version: str
+    reason: str = Field(description="rejected, metadata, checksum, accuracy, load or warmup")
+    message: str
+    at: str = Field(description="ISO time of the attempt")
+
+
 class ModelsHealth(BaseModel):
     ok: bool
     default: str
     served: list[dict[str, Any]]
+    failures: list[LoadFailure] = Field(
+        default_factory=list, description="Versions refused by a check (they do not make the worker unready)"
+    )
 
 
 class QueueHealth(BaseModel):

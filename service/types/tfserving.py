@@ -90,10 +90,9 @@ class Metadata(BaseModel):
     metadata: dict[str, Any] = Field(description="signature_def: the serving_default signature")
 
 
-def status(version: str) -> ModelStatus:
-    """GetModelStatus for the one served version."""
-    ok = {"error_code": "OK", "error_message": ""}
-    return ModelStatus(model_version_status=[VersionStatus(version=version, state="AVAILABLE", status=ok)])
+def status(rows: list[dict[str, Any]]) -> ModelStatus:
+    """GetModelStatus from the registry's version status rows (loaded, unloading, refused)."""
+    return ModelStatus(model_version_status=[VersionStatus(**row) for row in rows])
 
 
 def metadata(name: str, version: str) -> Metadata:

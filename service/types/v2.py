@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.types.ops import LoadFailure
+
 INPUT_NAME = "image"
 OUTPUTS = ("probabilities", "digit")
 InputDatatype = Literal["FP32", "FP64", "FP16", "UINT8", "INT64"]
@@ -95,11 +97,14 @@ class TensorMetadata(BaseModel):
 
 class ModelMetadata(BaseModel):
     name: str
-    versions: list[str]
+    versions: list[str] = Field(description="The loaded versions (or the one named), highest first")
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
     parameters: dict[str, float]
+    failures: list[LoadFailure] = Field(
+        default_factory=list, description="Versions of this model refused by a check (never served)"
+    )
 
 
 class Live(BaseModel):

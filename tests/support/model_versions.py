@@ -68,3 +68,21 @@ def model_dir_with(tmp: Path, keras: bool = False, **versions: int) -> Path:
         (model_dir / name).mkdir(parents=True, exist_ok=True)
         add_version(model_dir, name, version, keras=keras)
     return model_dir
+
+
+def answers_like(other: str) -> Callable[[Path], None]:
+    """A damage that is none: the version serves the shipped `other` model's network (its checksum and
+    figures recorded), so its answers differ from the original's and tell which version answered."""
+
+    def swap(path: Path) -> None:
+        source = SHIPPED / other / "1"
+        shutil.copyfile(source / TFLITE, path / TFLITE)
+        theirs = json.loads((source / METADATA).read_text())
+        set_metadata(
+            path,
+            files={TFLITE: theirs["files"][TFLITE]},
+            test_accuracy=theirs["test_accuracy"],
+            thresholds=theirs["thresholds"],
+        )
+
+    return swap

@@ -410,6 +410,7 @@ class CassandraStore:
         digit: int | None = None,
         model: str | None = None,
         before_id: uuid.UUID | None = None,
+        shadows: bool = False,
     ) -> list[PredictionRecord]:
         """Newest first by (created, id); strictly older than `before` (or the pair `before`, `before_id`)."""
         limit = max(0, int(limit))
@@ -431,6 +432,8 @@ class CassandraStore:
                 if rec is None or rec.created != created:
                     continue
                 if (model is not None and rec.model != model) or (digit is not None and rec.digit != digit):
+                    continue
+                if not shadows and rec.extra.get("shadow"):
                     continue
                 found.append(rec)
         return found
