@@ -55,7 +55,9 @@ def summarize(folder: Path, expected: list[str]) -> tuple[list[str], bool]:
         ok &= counts["exit_status"] == 0 and not any(counts[b] for b in BAD)
         lines.append(f"  {name:<10} {_counts(counts)} (pytest exit {counts['exit_status']})")
     verdict = "PASSED" if ok else "FAILED"
-    return [f"make test {verdict}: {_counts(total)}", *lines], ok
+    # The total comes last, as one word, a colon and pytest's own "N passed, N failed" wording: the line a CI
+    # reader of several sessions' output looks for.
+    return ["make test, per session:", *lines, f"{verdict}: {_counts(total)}"], ok
 
 
 def _counts(counts: dict[str, int]) -> str:
