@@ -425,6 +425,12 @@ class ModelRegistry:
         absent = [v for v in versions or [] if not v.isdigit() or int(v) not in on_disk]
         if absent:
             raise UnknownModel(f"model {name!r} has no version {', '.join(absent)} on disk")
+        # A version this worker already refused is refused before the shared pin is written: the other workers
+        # read that file on their own polls and would briefly follow a pin that is about to be undone.
+        refused_before = {f.version: f.message for f in self.failures() if f.model == name}
+        if known_bad := [v for v in versions or [] if v in refused_before]:
+            reasons = "; ".join(f"v{v}: {refused_before[v]}" for v in known_bad)
+            raise RepositoryConflict(f"model {name!r} could not be loaded as asked: {reasons}")
         previous = self.overrides.read().get(name)
         self._set_override(name, Override(versions=tuple(versions)) if versions else None)
         self.refresh()
