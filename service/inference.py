@@ -427,10 +427,8 @@ class ModelRegistry:
             raise UnknownModel(f"model {name!r} has no version {', '.join(absent)} on disk")
         # A version this worker already refused is refused before the shared pin is written: the other workers
         # read that file on their own polls and would briefly follow a pin that is about to be undone.
-        refused_before = {f.version: f.message for f in self.failures() if f.model == name}
-        if known_bad := [v for v in versions or [] if v in refused_before]:
-            reasons = "; ".join(f"v{v}: {refused_before[v]}" for v in known_bad)
-            raise RepositoryConflict(f"model {name!r} could not be loaded as asked: {reasons}")
+        if known_bad := [f for f in self.failures() if f.model == name and f.version in (versions or [])]:
+            raise _not_loadable(name, known_bad)
         previous = self.overrides.read().get(name)
         self._set_override(name, Override(versions=tuple(versions)) if versions else None)
         self.refresh()
@@ -438,10 +436,7 @@ class ModelRegistry:
         if not served or (versions and not set(versions) <= served):
             self._set_override(name, previous)  # a pin that cannot serve is not left for the other workers
             self.refresh()
-            refused = "; ".join(f"v{f.version}: {f.message}" for f in self.failures() if f.model == name)
-            raise RepositoryConflict(
-                f"model {name!r} could not be loaded as asked: {refused or 'no version'}"
-            )
+            raise _not_loadable(name, [f for f in self.failures() if f.model == name])
         return self.status(name)
 
     def unload_model(self, name: str) -> None:
@@ -664,6 +659,12 @@ def _released(name: str, version: str) -> None:
         metrics.resident_bytes() // 2**20,
         extra={"model": name, "version": version, "resident_bytes": metrics.resident_bytes()},
     )
+
+
+def _not_loadable(name: str, refused: list[LoadFailure]) -> RepositoryConflict:
+    """The model repository's answer to a load it cannot carry out, naming each refused version's reason."""
+    reasons = "; ".join(f"v{f.version}: {f.message}" for f in refused) or "no version"
+    return RepositoryConflict(f"model {name!r} could not be loaded as asked: {reasons}")
 
 
 def _warm_up(model: TFLiteModel, max_batch_size: int) -> None:
