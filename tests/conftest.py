@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 from pathlib import Path
@@ -43,11 +44,39 @@ def require_binary(name: str, how_to_get: str) -> str:
     return found
 
 
+def _ports_below_ephemeral() -> range:
+    """Ports the kernel never hands out as the local end of an outgoing connection (ip_local_port_range),
+    and below Kubernetes' NodePort range (30000-32767), so a chosen port stays free until its server binds."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, min(low, 30000))
+
+
+_PORTS = _ports_below_ephemeral()
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now, never one handed out before in this process.
+
+    Not port 0's pick: that comes from the ephemeral range, where an outgoing connection of the server under
+    test (an exporter, a driver) may take it between this call and the server's bind (seen once in CI as a
+    gRPC worker failing to bind, which halted gunicorn after /readyz had answered)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORTS} after 200 tries")
 
 
 @pytest.fixture(scope="session")
