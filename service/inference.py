@@ -84,8 +84,10 @@ class MicroBatcher:
         max_wait_s: float,
         arrivals: Arrivals | None = None,
         on_release: Callable[[], None] | None = None,
+        version: str = "",
     ) -> None:
         self.name = name
+        self.version = version  # the metrics' `version` label
         self.arrivals = arrivals or Arrivals()
         self.model: TFLiteModel | None = model
         # Set once the thread has ended and dropped its interpreter (a retired version's memory goes back).
@@ -204,10 +206,10 @@ class MicroBatcher:
                 job.future.set_exception(exc)
             return
         seconds = time.perf_counter() - started
-        metrics.observe_batch(self.name, len(batch), seconds)
+        metrics.observe_batch(self.name, self.version, len(batch), seconds)
         began = time.monotonic() - seconds
         waited = [began - job.queued for job in jobs]
-        metrics.observe_jobs(self.name, sum(waited), len(jobs), seconds)
+        metrics.observe_jobs(self.name, self.version, sum(waited), len(jobs), seconds)
         if tracing.ENABLED:
             tracing.record_batch([job.trace for job in jobs], waited, seconds, len(batch))
         offset = 0
@@ -550,6 +552,7 @@ class ModelRegistry:
             self.settings.max_batch_wait_ms / 1000,
             self.arrivals,
             on_release=lambda: _released(name, version),
+            version=version,
         ).start()
         metrics.set_model_loaded(name, version, True)
         log.info(

@@ -35,49 +35,67 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 BATCH_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 
-# --- HTTP ---
-# gRPC calls are counted here too (they are HTTP/2 POSTs): protocol="grpc", endpoint is the RPC's path,
-# method "POST" and status the gRPC code's name (OK, INVALID_ARGUMENT, ...).
+# --- HTTP and gRPC ---
+# Each protocol its own pair: HTTP status codes and gRPC status codes are different vocabularies, so one
+# `status` label for both would break every `status=~"5.."` error ratio.
 HTTP_REQUESTS = Counter(
     "mnist_http_requests_total",
-    "Requests answered, by protocol (http, grpc), route template or RPC, method and status code.",
-    ["endpoint", "method", "status", "protocol"],
+    "HTTP requests answered, by route template, method and status code.",
+    ["endpoint", "method", "status"],
 )
 HTTP_DURATION = Histogram(
     "mnist_http_request_duration_seconds",
-    "Time from request start to response, by route template or RPC, and protocol.",
-    ["endpoint", "protocol"],
+    "Time from HTTP request start to response, by route template.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+GRPC_REQUESTS = Counter(
+    "mnist_grpc_requests_total",
+    "gRPC calls answered, by RPC (ModelInfer, ServerLive, ...) and status code (OK, INVALID_ARGUMENT, ...).",
+    ["rpc", "code"],
+)
+GRPC_DURATION = Histogram(
+    "mnist_grpc_request_duration_seconds",
+    "Time from gRPC call start to answer, by RPC.",
+    ["rpc"],
     buckets=LATENCY_BUCKETS,
 )
 
 # --- Predictions ---
 PREDICTIONS = Counter(
     "mnist_predictions_total",
-    "Digits predicted, by model and predicted digit.",
-    ["model", "digit"],
+    "Digits predicted, by model, version that answered and predicted digit.",
+    ["model", "version", "digit"],
 )
 CONFIDENCE = Histogram(
     "mnist_prediction_confidence",
-    "Probability of the predicted digit (the top softmax value), by model.",
-    ["model"],
+    "Probability of the predicted digit (the top softmax value), by model and version.",
+    ["model", "version"],
     buckets=CONFIDENCE_BUCKETS,
 )
 BATCH_SIZE = Histogram(
     "mnist_batch_size",
-    "Images per model call made by the micro-batcher.",
-    ["model"],
+    "Images per model call made by the micro-batcher, by model and version.",
+    ["model", "version"],
     buckets=BATCH_BUCKETS,
 )
 INFERENCE_DURATION = Histogram(
     "mnist_inference_duration_seconds",
-    "Time of one model call (one batch), by model.",
-    ["model"],
+    "Time of one model call (one batch), by model and version.",
+    ["model", "version"],
     buckets=LATENCY_BUCKETS,
 )
 FEEDBACK = Counter(
     "mnist_feedback_total",
-    "Feedback labels received, by model and whether the label agrees with the prediction.",
-    ["model", "agreement"],
+    "Feedback labels received, by model, the version that answered, and whether the label agrees with "
+    "its prediction (agree = the version was right): accuracy in the field per version.",
+    ["model", "version", "agreement"],
+)
+SHADOW_FEEDBACK = Counter(
+    "mnist_shadow_feedback_total",
+    "Feedback labels of predictions that a shadow version also answered, by whether the label agrees with "
+    "the shadow's digit: the candidate's accuracy in the field before it takes traffic.",
+    ["model", "shadow_version", "agreement"],
 )
 # Value 1 per served model version; a gauge because Info is not supported in multiprocess mode.
 # livemax: every live worker reports the same models, shown once; a dead worker's models vanish.
@@ -110,28 +128,30 @@ SHADOW_PREDICTIONS = Counter(
 # --- Per-model request statistics (the v2 statistics extension reads them back: service/statistics.py) ---
 MODEL_REQUESTS = Counter(
     "mnist_model_requests_total",
-    "Inference requests per model, by outcome (success, fail) and API (own, tfserving, v2, v2-grpc).",
-    ["model", "outcome", "api"],
+    "Inference requests per model and version, by outcome (success, fail) and API (own, tfserving, v2, "
+    "v2-grpc).",
+    ["model", "version", "outcome", "api"],
 )
 MODEL_REQUEST_SECONDS = Counter(
     "mnist_model_request_seconds_total",
-    "Summed duration of inference requests (start to model answer), by model and outcome.",
-    ["model", "outcome"],
+    "Summed duration of inference requests (start to model answer), by model, version and outcome.",
+    ["model", "version", "outcome"],
 )
 MODEL_QUEUE_SECONDS = Counter(
     "mnist_model_queue_seconds_total",
-    "Summed time the requests' images waited in the micro-batcher's queue, by model.",
-    ["model"],
+    "Summed time the requests' images waited in the micro-batcher's queue, by model and version.",
+    ["model", "version"],
 )
 MODEL_COMPUTE_SECONDS = Counter(
     "mnist_model_compute_seconds_total",
-    "Summed duration of the model calls the requests' images ran in (one per request and call), by model.",
-    ["model"],
+    "Summed duration of the model calls the requests' images ran in (one per request and call), by model "
+    "and version.",
+    ["model", "version"],
 )
 MODEL_LAST_INFERENCE = Gauge(
     "mnist_model_last_inference_timestamp_seconds",
-    "Unix time of the model's latest successful inference.",
-    ["model"],
+    "Unix time of the model version's latest successful inference.",
+    ["model", "version"],
     multiprocess_mode="max",
 )
 
@@ -223,54 +243,62 @@ def _child(metric: Counter | Histogram | Gauge, *values: str) -> Any:
     return child
 
 
-def observe_request(
-    endpoint: str, method: str, status: int | str, seconds: float, protocol: str = "http"
-) -> None:
-    """Count one answered request and its latency (and keep the worker's RSS gauge fresh)."""
-    _child(HTTP_REQUESTS, endpoint, method, str(status), protocol).inc()
-    _child(HTTP_DURATION, endpoint, protocol).observe(seconds)
+def observe_request(endpoint: str, method: str, status: int | str, seconds: float) -> None:
+    """Count one answered HTTP request and its latency (and keep the worker's RSS gauge fresh)."""
+    _child(HTTP_REQUESTS, endpoint, method, str(status)).inc()
+    _child(HTTP_DURATION, endpoint).observe(seconds)
     update_process_metrics()
 
 
-def observe_inference(model: str, api: str, ok: bool, seconds: float) -> None:
-    """One inference request of a served model ended (`seconds` from request start)."""
+def observe_rpc(rpc: str, code: str, seconds: float) -> None:
+    """Count one answered gRPC call (`rpc` the method's name, `code` its status code's name)."""
+    _child(GRPC_REQUESTS, rpc, code).inc()
+    _child(GRPC_DURATION, rpc).observe(seconds)
+    update_process_metrics()
+
+
+def observe_inference(model: str, version: str, api: str, ok: bool, seconds: float) -> None:
+    """One inference request of a served model version ended (`seconds` from request start)."""
     outcome = "success" if ok else "fail"
-    _child(MODEL_REQUESTS, model, outcome, api).inc()
-    _child(MODEL_REQUEST_SECONDS, model, outcome).inc(seconds)
+    _child(MODEL_REQUESTS, model, version, outcome, api).inc()
+    _child(MODEL_REQUEST_SECONDS, model, version, outcome).inc(seconds)
     if ok:
-        _child(MODEL_LAST_INFERENCE, model).set(time.time())
+        _child(MODEL_LAST_INFERENCE, model, version).set(time.time())
 
 
-def observe_jobs(model: str, queued_seconds: float, jobs: int, compute_seconds: float) -> None:
+def observe_jobs(model: str, version: str, queued_seconds: float, jobs: int, compute_seconds: float) -> None:
     """One model call answered `jobs` requests that had waited `queued_seconds` in all."""
-    _child(MODEL_QUEUE_SECONDS, model).inc(queued_seconds)
-    _child(MODEL_COMPUTE_SECONDS, model).inc(compute_seconds * jobs)
+    _child(MODEL_QUEUE_SECONDS, model, version).inc(queued_seconds)
+    _child(MODEL_COMPUTE_SECONDS, model, version).inc(compute_seconds * jobs)
 
 
-def observe_prediction(model: str, digit: int, confidence: float) -> None:
-    """Count one prediction and its confidence."""
-    _child(PREDICTIONS, model, str(digit)).inc()
-    _child(CONFIDENCE, model).observe(confidence)
-
-
-def observe_predictions(model: str, digits: list[int], confidences: list[float]) -> None:
+def observe_predictions(model: str, version: str, digits: list[int], confidences: list[float]) -> None:
     """Count one request's predictions, one counter update per digit seen, and observe every confidence."""
     for digit, count in collections.Counter(digits).items():
-        _child(PREDICTIONS, model, str(digit)).inc(count)
-    confidence = _child(CONFIDENCE, model)
+        _child(PREDICTIONS, model, version, str(digit)).inc(count)
+    confidence = _child(CONFIDENCE, model, version)
     for value in confidences:
         confidence.observe(value)
 
 
-def observe_batch(model: str, size: int, seconds: float) -> None:
+def observe_batch(model: str, version: str, size: int, seconds: float) -> None:
     """One model call of `size` images that took `seconds`."""
-    _child(BATCH_SIZE, model).observe(size)
-    _child(INFERENCE_DURATION, model).observe(seconds)
+    _child(BATCH_SIZE, model, version).observe(size)
+    _child(INFERENCE_DURATION, model, version).observe(seconds)
 
 
-def observe_feedback(model: str, predicted: int, label: int) -> None:
-    """Feedback for a prediction: counts agreement, the live accuracy signal."""
-    FEEDBACK.labels(model=model, agreement="agree" if predicted == label else "disagree").inc()
+def _agreement(predicted: int, label: int) -> str:
+    return "agree" if predicted == label else "disagree"
+
+
+def observe_feedback(model: str, version: str, predicted: int, label: int) -> None:
+    """Feedback for a prediction of `version`: agreement per version, the live accuracy signal."""
+    _child(FEEDBACK, model, version, _agreement(predicted, label)).inc()
+
+
+def observe_shadow_feedback(model: str, shadow_version: str, predicted: int, label: int) -> None:
+    """Feedback for a prediction whose shadow copy `shadow_version` answered `predicted`."""
+    _child(SHADOW_FEEDBACK, model, shadow_version, _agreement(predicted, label)).inc()
 
 
 def set_model_info(model: str, version: str, accuracy: float, serving: bool = True) -> None:

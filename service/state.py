@@ -20,7 +20,7 @@ from service import metrics, tracing
 from service.codecs.body import Limits
 from service.errors import NotFound
 from service.inference import ModelRegistry, ServedModel
-from service.lifecycle.shadow import Primary, ShadowRecorder
+from service.lifecycle.shadow import Primary, ShadowRecorder, is_shadow, shadow_id
 from service.settings import Settings
 from service.store.base import PredictionRecord, Store
 from service.store.queue import WriteQueue
@@ -63,10 +63,11 @@ class ServiceState:
         try:
             probabilities = served.predict(images)
         except Exception:
-            metrics.observe_inference(served.name, api, False, time.perf_counter() - request.started)
+            seconds = time.perf_counter() - request.started
+            metrics.observe_inference(served.name, served.version, api, False, seconds)
             raise
         latency_ms = (time.perf_counter() - request.started) * 1000
-        metrics.observe_inference(served.name, api, True, latency_ms / 1000)
+        metrics.observe_inference(served.name, served.version, api, True, latency_ms / 1000)
         # Per-batch numpy rather than per-image Python: a request may carry hundreds of images.
         digits = probabilities.argmax(axis=1)
         confidences = probabilities.max(axis=1)
@@ -83,7 +84,7 @@ class ServiceState:
         if tracing.ENABLED:  # before the records are queued: the writer thread may take them at once
             tracing.remember(result.ids, tracing.current_context())
         self._record(result, served, uploads, request, api)
-        metrics.observe_predictions(served.name, digits.tolist(), confidences.tolist())
+        metrics.observe_predictions(served.name, served.version, digits.tolist(), confidences.tolist())
         shadow = self.models.shadow(served.name, served)
         if shadow is not None:  # after the answer is ready: the copy never delays it nor changes it
             primary = Primary(
@@ -144,8 +145,24 @@ class ServiceState:
             self.writes.await_written(rid, PENDING_WRITE_GRACE_S) and self.store.set_label(rid, label)
         ):
             raise NotFound(f"prediction {rid} is not in the store yet; try again in a moment")
-        metrics.observe_feedback(rec.model, rec.digit, label)
+        if is_shadow(rec):  # not an answer anyone was given: no field-accuracy signal
+            return rec
+        metrics.observe_feedback(rec.model, rec.version, rec.digit, label)
+        self._count_shadow_feedback(rec, label)
         return rec
+
+    def _count_shadow_feedback(self, rec: PredictionRecord, label: int) -> None:
+        """Judge the shadow's answer to the same image by the same label, when the configured shadow version
+        answered it: the candidate's field accuracy, on the primary's traffic, before it serves any."""
+        version = self.models.shadows.get(rec.model)
+        if version is None or version == rec.version:
+            return
+        # The shadow's record follows the primary's by milliseconds (maybe from a sibling worker's queue):
+        # worth the same short wait while that version serves as shadow, none when it cannot have answered.
+        grace = PENDING_WRITE_GRACE_S if version in self.models.versions(rec.model) else 0
+        shadow = self.writes.find(shadow_id(rec.id, version), grace)
+        if shadow is not None:
+            metrics.observe_shadow_feedback(rec.model, version, shadow.digit, label)
 
     def shutdown(self, timeout: float) -> int:
         """Answer queued inference, write every queued record, close the store; returns records drained."""

@@ -89,17 +89,21 @@ def model_statistics(models: ModelRegistry, name: str | None, version: str | Non
     requests, as Triton reports them. Decoding happens before the queue, inside `success` only, so
     compute_input and compute_output stay zero.
     """
-    chosen = [models.get(name, version)] if name else list(models.models.values())
+    if name is None:
+        chosen = [m for n in models.models for m in _by_version(models.versions(n))]
+    elif version is None:  # every loaded version, as Triton answers; routing must not pick one at random
+        models.get(name)  # UnknownModel for a name not served
+        chosen = _by_version(models.versions(name))
+    else:
+        chosen = [models.get(name, version)]
     samples = _samples()
     stats = []
     for model in chosen:
 
-        def value(metric: str, _model: str = model.name, **labels: str) -> float:
-            return sum(
-                v
-                for n, found, v in samples
-                if n == metric and found.get("model") == _model and labels.items() <= found.items()
-            )
+        def value(metric: str, _model: ServedModel = model, **labels: str) -> float:
+            """The metric summed over workers, for this model version only (as Triton reports them)."""
+            labels.update(model=_model.name, version=_model.version)
+            return sum(v for n, found, v in samples if n == metric and labels.items() <= found.items())
 
         ok = int(value("mnist_model_requests_total", outcome="success"))
         failed = int(value("mnist_model_requests_total", outcome="fail"))
@@ -122,6 +126,10 @@ def model_statistics(models: ModelRegistry, name: str | None, version: str | Non
             }
         )
     return {"model_stats": stats}
+
+
+def _by_version(versions: dict[str, ServedModel]) -> list[ServedModel]:
+    return [versions[v] for v in sorted(versions, key=int)]
 
 
 def _duration(count: int, seconds: float) -> dict[str, int]:

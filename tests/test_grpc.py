@@ -216,16 +216,19 @@ def _grpc_infer_pids(server) -> list[int]:
     return pids
 
 
-def test_metrics_count_grpc_calls_with_a_protocol_label(server, client, sample: list[Digit]) -> None:
+def test_grpc_calls_have_their_own_request_metrics(server, client, sample: list[Digit]) -> None:
+    """gRPC calls count in mnist_grpc_* with the gRPC code, never in the HTTP request metrics."""
     _infer(client, _unit(sample[:1]), "FP32")
     text = requests.get(f"{server.url}/metrics", timeout=TIMEOUT).text
-    pattern = (
-        r'mnist_http_requests_total\{endpoint="/inference.GRPCInferenceService/ModelInfer",'
-        r'method="POST",protocol="grpc",status="OK"\} (\d+)'
-    )
-    match = re.search(pattern, text)
+    match = re.search(r'mnist_grpc_requests_total\{code="OK",rpc="ModelInfer"\} (\d+)', text)
     assert match and int(match.group(1)) >= 1, text[:2000]
-    assert 'mnist_model_requests_total{api="v2-grpc",model="cnn",outcome="success"}' in text
+    assert re.search(r'mnist_grpc_request_duration_seconds_count\{rpc="ModelInfer"\} [1-9]', text)
+    assert "GRPCInferenceService" not in "".join(
+        line for line in text.splitlines() if line.startswith("mnist_http_")
+    )
+    assert re.search(
+        r'mnist_model_requests_total\{api="v2-grpc",model="cnn",outcome="success",version="\d+"\}', text
+    ), text[:2000]
 
 
 def _status(call) -> grpc.StatusCode:

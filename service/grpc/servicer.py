@@ -1,8 +1,8 @@
 """inference.GRPCInferenceService: the Open Inference Protocol v2 over gRPC, on the worker's data plane.
 
 Each RPC runs in the gRPC server's thread pool of the gunicorn worker (service/grpc/server.py) and calls
-the same `ServiceState` as the REST blueprints: same micro-batcher, records, metrics (protocol="grpc") and
-error types, which `_rpc` maps to gRPC status codes. One access log line per call, like HTTP's.
+the same `ServiceState` as the REST blueprints: same micro-batcher, records, metrics (plus mnist_grpc_* per
+call) and error types, which `_rpc` maps to gRPC status codes. One access log line per call, like HTTP's.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _rpc(method: F) -> F:
             self.log_unexpected(endpoint, call)
         finally:
             seconds = time.perf_counter() - call.started
-            metrics.observe_request(endpoint, "POST", code.name, seconds, protocol="grpc")
+            metrics.observe_rpc(name, code.name, seconds)
             traced: dict[str, str] = {}
             if call.span is not None:
                 traced["trace_id"] = call.span.trace_id
