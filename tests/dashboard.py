@@ -13,6 +13,9 @@ DASHBOARD = ROOT / "charts" / "mnist-service" / "dashboards" / "mnist-service.js
 
 # Labelled metrics that have no sample until something fails (no store error happens in a healthy test run).
 ONLY_AFTER_FAILURES = {"mnist_store_errors_total", "mnist_model_load_failures_total"}
+# Labelled metrics that have samples only on a server with a shadow version set (MNIST_MODEL_SHADOW);
+# tests/test_prometheus.py runs one.
+ONLY_WITH_SHADOW = {"mnist_shadow_predictions_total", "mnist_shadow_feedback_total"}
 
 # PromQL words that look like identifiers but are not metric names.
 _KEYWORDS = {

@@ -39,6 +39,14 @@ REQUIRED_SIGNALS = [
     ("mnist_spool_depth", ""),
     ("mnist_store_errors_total", ""),
     ("mnist_process_resident_memory_bytes", ""),
+    # Issue 13: versions side by side, primary/shadow agreement, field accuracy per version.
+    ("mnist_predictions_total", "by (model, version)"),
+    ("mnist_shadow_predictions_total", 'agreement="agree"'),
+    ("mnist_feedback_total", "by (model, version)"),
+    ("mnist_shadow_feedback_total", 'agreement="agree"'),
+    # Issue 14: gRPC calls apart from HTTP requests.
+    ("mnist_grpc_requests_total", "by (rpc, code)"),
+    ("mnist_grpc_request_duration_seconds_bucket", "histogram_quantile(0.99,"),
 ]
 
 
@@ -119,7 +127,8 @@ def test_dashboard_shows_every_signal_the_operators_need(board: dict) -> None:
 
 @pytest.mark.integration
 def test_running_service_exports_every_metric_the_dashboard_names(board: dict, server) -> None:
-    """After a prediction per model and a feedback, the real multi-worker server's /metrics has them all."""
+    """After a prediction per model over HTTP and gRPC and a feedback, the real multi-worker server's
+    /metrics has every metric the dashboard names (the shadow ones need a shadow: test_prometheus.py)."""
     models = requests.get(f"{server.url}/api/models", timeout=10).json()["models"]
     digit = _digit_png()
     for model in models:
@@ -130,13 +139,28 @@ def test_running_service_exports_every_metric_the_dashboard_names(board: dict, s
         pid = answer.json()["id"]
         sent = requests.post(f"{server.url}/api/predictions/{pid}/feedback", json={"label": 3}, timeout=10)
         assert sent.status_code in (200, 201), sent.text
+    _grpc_infer(server.grpc_target)
     exported = {
         sample.name
         for family in text_string_to_metric_families(requests.get(f"{server.url}/metrics", timeout=10).text)
         for sample in family.samples
     }
     wanted = set().union(*(dashboard.metric_names(q.expr) for q in dashboard.queries(board)))
-    assert not (wanted - dashboard.ONLY_AFTER_FAILURES) - exported
+    assert not (wanted - dashboard.ONLY_AFTER_FAILURES - dashboard.ONLY_WITH_SHADOW) - exported
+
+
+def _grpc_infer(target: str) -> None:
+    """One ModelInfer call over gRPC (a blank image is fine: the metrics count the call)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url=target)
+    try:
+        image = grpcclient.InferInput("image", [1, 28, 28], "FP32")
+        image.set_data_from_numpy(np.zeros((1, 28, 28), dtype=np.float32))
+        client.infer("cnn", [image], client_timeout=30)
+    finally:
+        client.close()
 
 
 def _digit_png() -> bytes:
