@@ -5,15 +5,17 @@ ci/lifecycle-values.yaml too."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
-from tests.helm_tools import CHART, Rendered, render, run_helm
+from tests.helm_tools import CHART, RELEASE, Rendered, render, run_helm
 
 LIFECYCLE = CHART / "ci" / "lifecycle-values.yaml"
+ADMIN_SECRET = f"{RELEASE}-admin"  # fullname is the release name when it holds the chart name
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +163,59 @@ def test_the_retrain_pod_gets_the_store_credentials_the_service_gets() -> None:
     (retrain,) = _pod(rendered.one("CronJob", "retrain"))["containers"]
     credentials = [e for e in service if e["name"].startswith("MNIST_CASSANDRA_")]
     assert credentials and all(e in retrain["env"] for e in credentials)
+
+
+def _admin_env(rendered: Rendered) -> list[dict[str, Any]]:
+    env = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    return [e for e in env if e["name"] == "MNIST_ADMIN_TOKEN"]
+
+
+def _secrets(rendered: Rendered) -> dict[str, dict[str, Any]]:
+    return {s["metadata"]["name"]: s for s in rendered.of_kind("Secret")}
+
+
+def test_the_admin_token_is_off_by_default() -> None:
+    rendered = render()
+    assert not _admin_env(rendered)
+    assert not any(name.endswith("-admin") for name in _secrets(rendered))
+    assert "MNIST_ADMIN_TOKEN" not in rendered.one("ConfigMap", "api")["data"]  # never in plain config
+
+
+def test_a_given_admin_token_is_stored_in_a_secret_the_service_reads() -> None:
+    rendered = render(sets={"models.admin.token": "s3cret-token"})
+    secret = _secrets(rendered)[ADMIN_SECRET]
+    assert base64.b64decode(secret["data"]["admin-token"]).decode() == "s3cret-token"
+    assert _admin_env(rendered) == [
+        {
+            "name": "MNIST_ADMIN_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": ADMIN_SECRET, "key": "admin-token"}},
+        }
+    ]
+    assert "s3cret-token" not in yaml.safe_dump(rendered.one("Deployment"))
+
+
+def test_an_existing_admin_secret_is_read_and_none_created() -> None:
+    rendered = render(sets={"models.admin.existingSecret": "deploy-tool", "models.admin.tokenKey": "token"})
+    assert not any(name.endswith("-admin") for name in _secrets(rendered))
+    (env,) = _admin_env(rendered)
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "deploy-tool", "key": "token"}
+
+
+def test_a_generated_admin_token_is_random_and_only_the_service_gets_it(lifecycle: Rendered) -> None:
+    token = base64.b64decode(_secrets(lifecycle)[ADMIN_SECRET]["data"]["admin-token"]).decode()
+    assert len(token) == 40 and token.isalnum()
+    again = render(LIFECYCLE)  # helm template cannot look up the live Secret: a new draw each time
+    assert _secrets(again)[ADMIN_SECRET]["data"]["admin-token"] != base64.b64encode(token.encode())
+    assert len(_admin_env(lifecycle)) == 1
+    (retrain,) = _pod(lifecycle.one("CronJob", "retrain"))["containers"]
+    assert not [e for e in retrain.get("env", []) if e["name"] == "MNIST_ADMIN_TOKEN"]
+
+
+def test_an_admin_token_and_an_existing_secret_together_fail_the_render() -> None:
+    result = run_helm(
+        "template", "x", str(CHART),
+        "--set", "models.admin.existingSecret=mine", "--set", "models.admin.token=other",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "models.admin.existingSecret and models.admin.token/generate are both set" in result.stderr

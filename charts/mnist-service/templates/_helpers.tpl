@@ -141,6 +141,28 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Name of the Secret with the admin token of the model repository routes, or "" when they are off. */}}
+{{- define "mnist.adminSecretName" -}}
+{{- with .Values.models.admin }}
+{{- if .existingSecret }}
+{{- .existingSecret }}
+{{- else if or .token .generate }}
+{{- printf "%s-admin" (include "mnist.fullname" $) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* MNIST_ADMIN_TOKEN from that Secret: the service pods only (no Job needs the repository routes). */}}
+{{- define "mnist.adminEnv" -}}
+{{- with include "mnist.adminSecretName" . }}
+- name: MNIST_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.models.admin.tokenKey }}
+{{- end }}
+{{- end }}
+
 {{/* Environment shared by the service and the keyspace-init Job: settings from the ConfigMap, credentials from
      the Secret. */}}
 {{- define "mnist.env" -}}
@@ -231,7 +253,7 @@ app.kubernetes.io/component: {{ .component }}
   "externalCassandra" "autoscaling.range" "autoscaling.replicaCount" "podDisruptionBudget" "updateStrategy"
   "replication.inChart" "replication.localDatacenter" "consistency" "auth.existingSecret" "auth.pair" "auth.tls"
   "keyspaceInit" "spool" "cassandra.heap" "serviceMonitor" "ingress" "service.nodePort" "networkPolicy"
-  "retrain.persistence" }}
+  "retrain.persistence" "models.admin" }}
 {{- $messages := list }}
 {{- range $check := $checks }}
 {{- range $line := include (printf "mnist.validateValues.%s" $check) $ | splitList "\n" }}
@@ -355,6 +377,14 @@ store.replication ({{ include "mnist.replication" . }}) places no replicas in ex
 {{- end }}
 {{- if lt (int $total) (int $needed) }}
 store.consistency={{ .Values.store.consistency }} needs {{ $needed }} replicas of every row, but the keyspace replication ({{ include "mnist.replication" . }}) keeps {{ $total }}, so every read and write fails; raise store.replication (or cassandra.replicaCount) or lower the consistency.
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mnist.validateValues.models.admin" -}}
+{{- with .Values.models.admin }}
+{{- if and .existingSecret (or .token .generate) }}
+models.admin.existingSecret and models.admin.token/generate are both set: the token then comes from Secret "{{ .existingSecret }}" and the other would be silently ignored; set only one of them.
 {{- end }}
 {{- end }}
 {{- end }}
