@@ -83,6 +83,12 @@ def post_worker_init(worker: Any) -> None:
         from service.grpc import server as grpc_server
 
         worker.grpc_server = grpc_server.start(state, _settings)
+        # The app reported this worker's memory before grpc was imported (its library, the generated protos
+        # and the server's threads: ~19 MB). Reported again now, or the gauge keeps the smaller figure until
+        # this worker's first HTTP request, and that late step looks like growth.
+        from service import metrics
+
+        metrics.update_process_metrics(force=True)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
