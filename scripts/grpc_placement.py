@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import cpu_seconds, free_port, run_grpc, start_server  # noqa: E402
+from bench import cpu_seconds, free_port, process_tree, rss_bytes, run_grpc, start_server
 
-from service.data import load_mnist  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.data import load_mnist
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = ((1, 1), (1, 32), (32, 1), (32, 32))  # (images per call, calls in flight)
@@ -79,14 +79,8 @@ def setup(kind: str, workers: int, folder: Path) -> Iterator[tuple[str, list[int
         if kind == "own-process":
             own = {**env, "MNIST_GRPC_PORT": str(grpc_port)}
             with (folder / "grpc-process.log").open("wb") as out:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, __file__, "--serve-grpc"],
-                        env=own,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+                command = [sys.executable, __file__, "--serve-grpc"]
+                procs.append(subprocess.Popen(command, env=own, stdout=out, stderr=subprocess.STDOUT))
         yield f"127.0.0.1:{grpc_port}", [p.pid for p in procs]
     finally:
         for proc in reversed(procs):
@@ -125,6 +119,7 @@ def main() -> None:
         data = folder / "digits.npy"
         np.save(data, load_mnist(Settings().data_dir).test_images[:2000])
         rows: list[tuple[str, int, dict]] = []
+        rss: dict[str, int] = {}
         for round_no in range(1, args.rounds + 1):
             for kind in ("in-worker", "own-process"):
                 run_dir = folder / f"{kind}-{round_no}"
@@ -134,12 +129,15 @@ def main() -> None:
                     for images, concurrency in ROWS:
                         row = measure(target, pids, data, images, concurrency, args.seconds)
                         rows.append((kind, round_no, row))
+                        rss[kind] = sum(rss_bytes(p) for pid in pids for p in process_tree(pid))
                         log(
                             f"round {round_no} {kind:11s} {images:2d} images c={concurrency:2d}: "
                             f"{row['requests_per_s']:7.0f} calls/s p50 {row['p50_ms']:6.2f} ms "
                             f"p99 {row['p99_ms']:7.2f} ms errors {row['errors']} "
                             f"server CPU {row['cpu_ms_per_request']:.3f} ms/call"
                         )
+        for kind, total in rss.items():
+            print(f"{kind}: resident memory of every server process after the rows {total / 2**20:.0f} MB")
         print(f"load average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
         print(
             "| setup | round | images/call | concurrency | calls/s | p50 ms | p99 ms | errors | CPU ms/call |"
