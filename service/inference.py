@@ -464,7 +464,13 @@ class ModelRegistry:
         """Start the watcher thread (call after the fork); 0 seconds = never look again."""
         interval_s = self.settings.model_poll_s if interval_s is None else interval_s
         if interval_s > 0 and self._watcher is None and not self._closed:
-            self._watcher = Watcher(self.refresh, interval_s).start()
+            self._watcher = Watcher(self._poll, interval_s).start()
+
+    def _poll(self) -> None:
+        """One look at the model directory; also refreshes this worker's memory gauge, which otherwise moves
+        only with this worker's requests and goes stale in a worker the clients' connections do not reach."""
+        self.refresh()
+        metrics.update_process_metrics()
 
     def refresh(self) -> bool:
         """Load what the policies now select, swap it in, retire the rest; True when something changed."""
