@@ -85,7 +85,7 @@ def post_worker_init(worker: Any) -> None:
         worker.grpc_server = grpc_server.start(state, _settings)
         # The app reported this worker's memory before grpc was imported (its library, the generated protos
         # and the server's threads: ~19 MB). Reported again now, or the gauge keeps the smaller figure until
-        # this worker's first HTTP request, and that late step looks like growth.
+        # this worker's next request or watcher poll, and that late step looks like growth.
         from service import metrics
 
         metrics.update_process_metrics(force=True)
