@@ -52,6 +52,7 @@ class _Job:
 
 
 _STOP = object()
+_NOT_RUN = "the request's deadline passed while it waited for the model; it was not run"
 # While requests are on their way, look at the queue this often (seconds) until the batch deadline.
 _POLL_S = 0.0002
 
@@ -170,7 +171,7 @@ class MicroBatcher:
     def _collect(self) -> tuple[list[_Job], bool]:
         """One batch: whatever is queued, plus a short wait for requests still decoding their input."""
         first = self._next(timeout=None)
-        while first is not _STOP and _expired(first):
+        while first is not _STOP and _given_up(first):
             first = self._next(timeout=None)
         if first is _STOP:
             return [], True
@@ -185,7 +186,7 @@ class MicroBatcher:
                 break
             if job is _STOP:
                 return jobs, True
-            if _expired(job):
+            if _given_up(job):
                 continue
             if size + len(job.images) > self.max_batch_size:
                 self._carry = job
@@ -195,9 +196,11 @@ class MicroBatcher:
         return jobs, False
 
     def _run_batch(self, jobs: list[_Job]) -> None:
-        batch = jobs[0].images if len(jobs) == 1 else np.concatenate([job.images for job in jobs])
-        with self._model_lock:
-            self._call(jobs, batch)
+        with self._model_lock:  # the last moment before the work: a job whose caller gave up is dropped
+            jobs = [job for job in jobs if _claim(job)]
+            if jobs:
+                batch = jobs[0].images if len(jobs) == 1 else np.concatenate([job.images for job in jobs])
+                self._call(jobs, batch)
 
     def _call(self, jobs: list[_Job], batch: np.ndarray) -> None:
         """One model call for `batch` (the jobs' images, concatenated); the caller holds the model lock."""
@@ -224,15 +227,23 @@ class MicroBatcher:
             offset += n
 
 
-def _expired(job: _Job) -> bool:
-    """Drop a job taken from the queue after its caller's deadline: answered DeadlineExceeded, never run."""
+def _given_up(job: _Job) -> bool:
+    """Whether the job's caller no longer waits for it (the batcher then leaves it out of the batch): its
+    request thread cancelled it at the deadline, or the deadline has passed (answered DeadlineExceeded)."""
+    if job.future.cancelled():
+        return True
     if job.deadline is None or time.perf_counter() < job.deadline:
         return False
-    job.future.set_exception(
-        DeadlineExceeded(
-            "the request's deadline passed while it waited for the model; it was not run", "queued"
-        )
-    )
+    return not _claim(job)
+
+
+def _claim(job: _Job) -> bool:
+    """Mark the job running, unless its caller has given up: then it never runs (False)."""
+    if not job.future.set_running_or_notify_cancel():
+        return False  # cancelled by its request thread, which answered DeadlineExceeded itself
+    if job.deadline is not None and time.perf_counter() >= job.deadline:
+        job.future.set_exception(DeadlineExceeded(_NOT_RUN, "queued"))
+        return False
     return True
 
 
@@ -267,15 +278,19 @@ class ServedModel:
         queued, or while they wait (queued chunks are then dropped by the batcher, never run)."""
         if deadline is not None and time.perf_counter() >= deadline:
             raise DeadlineExceeded("the request's deadline passed before it reached the model", "arrival")
+        chunks = self.submit(images, deadline)
         results = []
-        for chunk in self.submit(images, deadline):
+        for chunk in chunks:
             left = self.timeout_s if deadline is None else min(self.timeout_s, deadline - time.perf_counter())
             try:
                 results.append(chunk.result(timeout=max(left, 0.0)))
             except FutureTimeout:
                 if deadline is None or time.perf_counter() < deadline:
                     raise
-                # Chunks still queued are dropped when the batcher reaches them; a running one goes unused.
+                # A queued chunk cancelled here never runs; one the model has started cannot be stopped.
+                queued = [c.cancel() for c in chunks if not c.done()]
+                if queued and all(queued):
+                    raise DeadlineExceeded(_NOT_RUN, "queued") from None
                 raise DeadlineExceeded(
                     "the request's deadline passed while the model worked on it; the answer is dropped",
                     "waiting",

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait to fill a batch.")
     inference_threads: int = Field(1, ge=1, le=64, description="Threads each LiteRT interpreter may use.")
     max_inflight: int = Field(
-        6,
+        16,
         ge=0,
         le=4096,
         description="Inference requests one worker takes at once, HTTP and gRPC together (decoding, queued "

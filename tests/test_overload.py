@@ -122,9 +122,9 @@ def overload(
         # Far more than the server can take: what it accepts per second is its capacity.
         probe = load(server, bodies, work / "probe.json", 400, 5, 2 * THREADS)
         capacity = probe.per_s()
-        before = metric(metric_samples(server.url), "mnist_requests_shed_total", api="own")
+        before = metric(metric_samples(server.url), "mnist_requests_shed_total", api="predict")
         run = load(server, bodies, work / "overload.json", OVERLOAD * capacity, SECONDS, 2 * THREADS)
-        shed_metric = metric(metric_samples(server.url), "mnist_requests_shed_total", api="own") - before
+        shed_metric = metric(metric_samples(server.url), "mnist_requests_shed_total", api="predict") - before
     finally:
         server.stop()  # SIGTERM: the write queues drain into the store
     with sqlite3.connect(server.db_path) as db:
