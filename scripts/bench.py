@@ -38,8 +38,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import bench_overload  # noqa: E402  (scripts/, beside this file)
-
+from scripts import bench_overload  # noqa: E402
 from service.artifacts import latest  # noqa: E402
 from service.data import load_mnist  # noqa: E402
 from service.runtime import TFLiteModel  # noqa: E402

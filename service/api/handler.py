@@ -65,8 +65,7 @@ def infer(
     if model is not None:
         state.models.get(model, version)  # an unknown model is a 404 before the body is read
     timeout_s = deadlines.header_seconds(request.headers.get(deadlines.TIMEOUT_HEADER))
-    g.model = model or state.models.default
-    with state.admission.admit(g.model, api):
+    with state.admission.admit(model or state.models.default, api):
         with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
             decoded = decode(state)
         for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
