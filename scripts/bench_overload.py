@@ -141,12 +141,16 @@ def measure(
     """Run the overload rows against servers started by `start(env, url, log_path)`; the section's lines."""
     work.mkdir(parents=True, exist_ok=True)
     write_bodies(data_dir, work / "bodies.jsonl")
+    loadavg = [Path("/proc/loadavg").read_text().split()[0]]
     rows, capacity, unloaded_p99 = serve_and_load(start, env, url, work, MAX_INFLIGHT, LEVELS, seconds, None)
     off, _, _ = serve_and_load(start, env, url, work, 0, (3.0,), seconds, capacity)
-    return render([*rows, *off], capacity, unloaded_p99, seconds)
+    loadavg.append(Path("/proc/loadavg").read_text().split()[0])
+    return render([*rows, *off], capacity, unloaded_p99, seconds, loadavg)
 
 
-def render(rows: list[Row], capacity: float, unloaded_p99: float, seconds: float) -> list[str]:
+def render(
+    rows: list[Row], capacity: float, unloaded_p99: float, seconds: float, loadavg: list[str]
+) -> list[str]:
     lines = [
         HEADING,
         "",
@@ -156,7 +160,9 @@ def render(rows: list[Row], capacity: float, unloaded_p99: float, seconds: float
         f"per row. Capacity, measured first (accepted requests/s when offered {PROBE_RATE:.0f}/s): "
         f"{capacity:.0f} requests/s = {capacity * IMAGES:,.0f} images/s; unloaded p99 {unloaded_p99:.1f} ms "
         "(one request at a time). The last row offers 3x with admission off (MNIST_MAX_INFLIGHT=0): the "
-        "requests then queue. Latencies are the load generator's (client side), on the same 2 shared cores.",
+        "requests then queue. Latencies are the load generator's (client side), on the same 2 shared cores; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 1-minute load average {loadavg[0]} before, "
+        f"{loadavg[-1]} after (other work on the machine slows both sides).",
         "",
         "| admission | offered | offered req/s | accepted req/s | shed | accepted p50 ms | accepted p99 ms "
         "| shed p99 ms | other errors | accepted ids in the store |",
