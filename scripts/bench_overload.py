@@ -135,6 +135,19 @@ def serve_and_load(
     return rows, capacity, unloaded_p99
 
 
+def shed_server_ms(log_path: Path) -> list[float]:
+    """The worker's own time for each shed answer (the access log's latency_ms of every 503)."""
+    found = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("status") == 503 and "latency_ms" in entry:
+            found.append(float(entry["latency_ms"]))
+    return found
+
+
 def measure(
     start: Starter, env: dict[str, str], url: str, data_dir: Path, work: Path, seconds: float
 ) -> list[str]:
@@ -145,12 +158,26 @@ def measure(
     rows, capacity, unloaded_p99 = serve_and_load(start, env, url, work, MAX_INFLIGHT, LEVELS, seconds, None)
     off, _, _ = serve_and_load(start, env, url, work, 0, (3.0,), seconds, capacity)
     loadavg.append(Path("/proc/loadavg").read_text().split()[0])
-    return render([*rows, *off], capacity, unloaded_p99, seconds, loadavg)
+    shed_ms = shed_server_ms(work / f"inflight-{MAX_INFLIGHT}.log")
+    return render([*rows, *off], capacity, unloaded_p99, seconds, loadavg, shed_ms)
 
 
 def render(
-    rows: list[Row], capacity: float, unloaded_p99: float, seconds: float, loadavg: list[str]
+    rows: list[Row],
+    capacity: float,
+    unloaded_p99: float,
+    seconds: float,
+    loadavg: list[str],
+    shed_ms: list[float],
 ) -> list[str]:
+    server_side = (
+        f"The workers' own time per shed answer (access log, every row): p50 "
+        f"{np.percentile(shed_ms, 50):.2f} ms, p99 {np.percentile(shed_ms, 99):.2f} ms, "
+        f"max {max(shed_ms):.1f} ms, "
+        f"{sum(ms > 10 for ms in shed_ms) / len(shed_ms):.2%} over 10 ms."
+        if shed_ms
+        else ""
+    )
     lines = [
         HEADING,
         "",
@@ -162,7 +189,7 @@ def render(
         "(one request at a time). The last row offers 3x with admission off (MNIST_MAX_INFLIGHT=0): the "
         "requests then queue. Latencies are the load generator's (client side), on the same 2 shared cores; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 1-minute load average {loadavg[0]} before, "
-        f"{loadavg[-1]} after (other work on the machine slows both sides).",
+        f"{loadavg[-1]} after (other work on the machine slows both sides). {server_side}",
         "",
         "| admission | offered | offered req/s | accepted req/s | shed | accepted p50 ms | accepted p99 ms "
         "| shed p99 ms | other errors | accepted ids in the store |",
