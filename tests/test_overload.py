@@ -1,18 +1,19 @@
 """Overload sheds instead of queueing: a real gunicorn server offered 3x its measured capacity for 20 s.
 
-One server (2 workers, MNIST_MAX_INFLIGHT=4 each, 32 threads so that no request waits in gunicorn's own
-queue where admission cannot see it, model calls of at most 8 images) and the fixed-rate load generator
-(tests/loadgen.py, its own process) posting 16 MNIST digits per request to the own API. The run goes in three steps, all in this test so the
-machine's load is the same for each: the unloaded latency (a trickle of requests one at a time), the
-capacity (what the server accepts per second when offered far more), then 3x that capacity for 20 s.
+One server (2 workers, MNIST_MAX_INFLIGHT=4 each, 32 threads so that no request waits in gunicorn's own queue
+where admission cannot see it, model calls of at most 8 images) and the fixed-rate load generator
+(tests/loadgen.py, its own process) posting 16 MNIST digits per request to the own API. The run goes in three
+steps, all in this test so the machine's load is the same for each: the unloaded latency (a trickle of
+requests one at a time), the capacity (what the server accepts per second when offered far more), then 3x that
+capacity for 20 s.
 
-The bound on accepted requests, derived: a request admitted by a worker waits behind at most
-MAX_INFLIGHT - 1 others there, each about one unloaded request's time, so it answers within MAX_INFLIGHT
-unloaded latencies; the load generator and the shed answers share the machine's two cores with it, which
-doubles that. So: accepted p99 <= 2 x MAX_INFLIGHT x unloaded p99 (= 8x). Shed ones are answered within
-10 ms of the worker starting on them, 99 in 100 of them (the access log's latency; the client's clock
-would add the load generator's own scheduling delay on a busy machine; that and the maximum are reported
-in test-output/overload.json, not asserted).
+The bound on accepted requests, derived: a request admitted by a worker waits behind at most MAX_INFLIGHT - 1
+others there, each about one unloaded request's time, so it answers within MAX_INFLIGHT unloaded latencies;
+the load generator and the shed answers share the machine's two cores with it, which doubles that. So:
+accepted p99 <= 2 x MAX_INFLIGHT x unloaded p99 (= 8x). Shed ones are answered within 10 ms of the worker
+starting on them, 99 in 100 of them (the access log's latency; the client's clock would add the load
+generator's own scheduling delay on a busy machine; that and the maximum are reported in
+test-output/overload.json, not asserted).
 """
 
 from __future__ import annotations
