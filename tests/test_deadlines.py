@@ -4,7 +4,7 @@ dropped before the model (counted in mnist_requests_expired_total), answered 504
 never recorded as a prediction.
 
 The queue-wait cases put a burst in front of the request: a few v2 requests of 1024 images each (about a
-second of model work in a one-worker server), then a one-image request whose deadline (0.2 s) is far
+second of model work in a one-worker server), then a one-image request whose deadline (0.1 s) is far
 shorter than the queue ahead of it.
 """
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 TIMEOUT = 30
 BURST_REQUESTS = 4
 BURST_IMAGES = 1024
-DEADLINE_S = 0.2
+DEADLINE_S = 0.1
 HEADER = "X-Request-Timeout"
 
 
@@ -108,10 +108,15 @@ def _with_burst(server: RunningServer, images: np.ndarray, call: Callable[[], ob
         )
         statuses.append(r.status_code)
 
+    def batches() -> float:
+        return metric(metric_samples(server.url), "mnist_batch_size_count", model="cnn")
+
+    before = batches()
     threads = [threading.Thread(target=big) for _ in range(BURST_REQUESTS)]
     for thread in threads:
         thread.start()
-    time.sleep(0.15)  # the burst's images are queued by now (decoding 1024 raw images takes a few ms)
+    # Once the model has started on the burst, the rest of it (about a second of work) is queued.
+    wait_until(lambda: batches() > before, TIMEOUT, "the burst to reach the model", 0.02)
     try:
         return call()
     finally:
