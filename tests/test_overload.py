@@ -11,9 +11,9 @@ The bound on accepted requests, derived: a request admitted by a worker waits be
 others there, each about one unloaded request's time, so it answers within MAX_INFLIGHT unloaded latencies;
 the load generator and the shed answers share the machine's two cores with it, which doubles that. So:
 accepted p99 <= 2 x MAX_INFLIGHT x unloaded p99 (= 8x). Shed ones: the worker answers the median one within
-1 ms and 9 in 10 within 10 ms (its access log's latency). Not every one: the rest wait for the GIL, which LiteRT
-holds for a whole model call, and on a machine other work shares for a core; the 99th percentile, the maximum
-and the client's view (which adds the load generator's own scheduling delay) are reported in
+1 ms and 9 in 10 within 10 ms (its access log's latency). Not every one: the rest wait for the GIL, which
+LiteRT holds for a whole model call, and on a machine other work shares for a core; the 99th percentile, the
+maximum and the client's view (which adds the load generator's own scheduling delay) are reported in
 test-output/overload.json.
 """
 
