@@ -23,18 +23,23 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
+import requests
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service.data import load_mnist
 from tests.conftest import ROOT
 from tests.fixtures.server import RunningServer, start_server
-from tests.service_support import metric, metric_samples
+from tests.service_support import assert_flat_error, assert_own_error, metric, metric_samples
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,6 +54,9 @@ OVERLOAD = 3.0
 SECONDS = 20
 SHED_WITHIN_MS = 10.0
 P99_FACTOR = 2 * MAX_INFLIGHT
+HOLD_IMAGES = (
+    8192  # the request that holds a worker's only place in test_each_protocol_sheds_in_its_own_shape
+)
 LOAD_TIMEOUT_S = 5  # per request; every request loop is bounded in count and time
 
 
@@ -94,8 +102,9 @@ def load(
     """One run of tests/loadgen.py in its own process."""
     command = [sys.executable, "-m", "tests.loadgen", f"{server.url}/predict", str(bodies), str(out)]
     options = ["--rate", f"{rate:.1f}", "--seconds", str(seconds), "--connections", str(connections)]
-    subprocess.run([*command, *options, "--timeout", str(LOAD_TIMEOUT_S)], cwd=ROOT, check=True,
-                   timeout=seconds + 120)  # fmt: skip
+    subprocess.run(
+        [*command, *options, "--timeout", str(LOAD_TIMEOUT_S)], cwd=ROOT, check=True, timeout=seconds + 120
+    )
     summary = json.loads(out.read_text())
     return Run(rate, float(summary["seconds"]), summary["results"])
 
@@ -211,3 +220,88 @@ def test_every_accepted_prediction_is_recorded(overload: Overload) -> None:
     assert len(answered) == IMAGES * len(overload.overload.status(200))
     missing = set(answered) - overload.stored
     assert not missing, f"{len(missing)} of {len(answered)} answered predictions not in the store"
+
+
+def test_each_protocol_sheds_in_its_own_shape(server_factory, mnist_data_dir: Path) -> None:
+    """A worker with one place, held by a long v2 request: own API, TF Serving and v2 REST answer 503 with
+    Retry-After in their error shapes, gRPC UNAVAILABLE, each counted with its API."""
+    server = server_factory(
+        {
+            "MNIST_MAX_INFLIGHT": "1",
+            "MNIST_THREADS": "8",
+            "MNIST_MODEL_POLL_S": "0",
+            "MNIST_MAX_IMAGES_PER_REQUEST": str(HOLD_IMAGES),
+            "MNIST_MAX_UPLOAD_BYTES": str(2 * HOLD_IMAGES * 784),
+        },
+        workers=1,
+    )
+    images = load_mnist(mnist_data_dir).test_images
+    held = np.resize(images, (HOLD_IMAGES, 28, 28))  # about 1.5 s of model work
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "UINT8",
+                    "shape": list(held.shape),
+                    "parameters": {"binary_data_size": held.nbytes},
+                }
+            ]
+        }
+    ).encode()
+    before = metric_samples(server.url)
+    holder: list[int] = []
+
+    def hold() -> None:
+        r = requests.post(
+            f"{server.url}/v2/models/cnn/infer",
+            data=header + held.tobytes(),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+            timeout=60,
+        )
+        holder.append(r.status_code)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    batches = lambda: metric(metric_samples(server.url), "mnist_batch_size_count", model="cnn")  # noqa: E731
+    wait_until(
+        lambda: batches() > metric(before, "mnist_batch_size_count", model="cnn"), 30, "the long request"
+    )
+    one = images[0]
+    own = requests.post(f"{server.url}/predict", json={"pixels": one.tolist()}, timeout=30)
+    tf = requests.post(f"{server.url}/v1/models/cnn:predict", json={"instances": [one.tolist()]}, timeout=30)
+    v2 = requests.post(
+        f"{server.url}/v2/models/cnn/infer",
+        json={
+            "inputs": [
+                {"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "data": one.ravel().tolist()}
+            ]
+        },
+        timeout=30,
+    )
+    request = service_pb2.ModelInferRequest(
+        model_name="cnn",
+        inputs=[
+            service_pb2.ModelInferRequest.InferInputTensor(name="image", datatype="UINT8", shape=[1, 28, 28])
+        ],
+        raw_input_contents=[one.tobytes()],
+    )
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ModelInfer(request, timeout=30)
+    thread.join(60)
+    assert holder == [200], "the long request should have been the one admitted"
+    assert assert_own_error(own, 503, "overloaded") and own.headers["Retry-After"] == "1"
+    for answer in (tf, v2):
+        assert "MNIST_MAX_INFLIGHT" in assert_flat_error(answer, 503) and answer.headers["Retry-After"] == "1"
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    after = metric_samples(server.url)
+    for api in ("predict", "tfserving", "v2", "v2-grpc"):
+        shed = metric(after, "mnist_requests_shed_total", api=api) - metric(
+            before, "mnist_requests_shed_total", api=api
+        )
+        assert shed == 1, api
