@@ -38,6 +38,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts import bench_overload  # noqa: E402
 from service.artifacts import latest  # noqa: E402
 from service.data import load_mnist  # noqa: E402
 from service.runtime import TFLiteModel  # noqa: E402
@@ -789,6 +790,9 @@ def main() -> None:
     parser.add_argument("--grpc-concurrency", default="1,32", help="concurrent calls of the gRPC rows")
     parser.add_argument("--grpc-images", default=f"1,{BATCH}", help="images per gRPC request")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--overload-seconds", type=float, default=10.0, help="each overload row (0: keep the last ones)"
+    )
     parser.add_argument("--http-only", action="store_true", help="only the HTTP runs, printed, no report")
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip py-spy (used when on PATH)"
@@ -967,8 +971,14 @@ def main() -> None:
     report.writes = write_path(tmp, pngs)
     log(f"write path: {report.writes}")
 
+    if args.overload_seconds > 0:  # its own servers: shed rate and accepted latency at 1x, 2x, 3x capacity
+        overload = bench_overload.measure(
+            start_server, env, url, base.data_dir, tmp / "overload", args.overload_seconds
+        )
+    else:
+        overload = bench_overload.kept_section(args.out)
     report.loadavg_after = Path("/proc/loadavg").read_text().split()[:3]
-    args.out.write_text(render(report) + kept_by_hand(args.out))
+    args.out.write_text(render(report) + "\n" + "\n".join(overload) + kept_by_hand(args.out))
     log(f"wrote {args.out}")
     shutil.rmtree(tmp, ignore_errors=True)
 

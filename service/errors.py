@@ -61,6 +61,27 @@ class NotReady(ServiceError):
     status = 503
 
 
+class Overloaded(ServiceError):
+    """This worker already holds as many inference requests as MNIST_MAX_INFLIGHT allows: the request is
+    shed at once (503 with Retry-After, gRPC UNAVAILABLE) instead of queueing behind the others."""
+
+    code = "overloaded"
+    status = 503
+    retry_after_s = 1  # whole seconds, as HTTP's Retry-After header carries them
+
+
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline (X-Request-Timeout, the v2 `timeout` parameter, a gRPC deadline) passed before
+    the model ran the request: the work is dropped, not run, and nothing is recorded."""
+
+    code = "deadline_exceeded"
+    status = 504
+
+    def __init__(self, message: str, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage  # "arrival" (before the queue), "queued" (taken from it), "waiting" (in the model)
+
+
 class ModelsUnavailable(ServiceError):
     """The model directory holds no servable model, or the default model is missing."""
 

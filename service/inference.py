@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ import numpy as np
 
 from service import metrics, tracing
 from service.artifacts import Artifact
-from service.errors import ModelsUnavailable, RepositoryConflict, UnknownModel
+from service.errors import DeadlineExceeded, ModelsUnavailable, RepositoryConflict, UnknownModel
 from service.lifecycle.checks import REJECTED, Fingerprint, Refused, check_answers, scan, verify
 from service.lifecycle.overrides import Override, Overrides
 from service.lifecycle.policy import VersionPolicy, parse_policies
@@ -47,9 +48,11 @@ class _Job:
     future: Future[np.ndarray]
     queued: float = field(default_factory=time.monotonic)
     trace: Any = field(default_factory=tracing.current_context)  # the request's span context (None: off)
+    deadline: float | None = None  # time.perf_counter() after which the caller no longer waits for it
 
 
 _STOP = object()
+_NOT_RUN = "the request's deadline passed while it waited for the model; it was not run"
 # While requests are on their way, look at the queue this often (seconds) until the batch deadline.
 _POLL_S = 0.0002
 
@@ -109,8 +112,9 @@ class MicroBatcher:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, images: np.ndarray) -> Future[np.ndarray]:
-        """Queue float32 [n, 28, 28] images; the future resolves to their [n, 10] probabilities."""
+    def submit(self, images: np.ndarray, deadline: float | None = None) -> Future[np.ndarray]:
+        """Queue float32 [n, 28, 28] images; the future resolves to their [n, 10] probabilities, or to
+        `DeadlineExceeded` when the job is still queued at `deadline` (perf_counter time): it never runs."""
         future: Future[np.ndarray] = Future()
         if not self._thread.is_alive():
             future.set_exception(ModelsUnavailable(f"model {self.name!r} is shut down"))
@@ -127,7 +131,7 @@ class MicroBatcher:
             finally:
                 self._model_lock.release()
             return future
-        self._queue.put(_Job(images, future))
+        self._queue.put(_Job(images, future, deadline=deadline))
         return future
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -169,6 +173,8 @@ class MicroBatcher:
     def _collect(self) -> tuple[list[_Job], bool]:
         """One batch: whatever is queued, plus a short wait for requests still decoding their input."""
         first = self._next(timeout=None)
+        while first is not _STOP and _given_up(first):
+            first = self._next(timeout=None)
         if first is _STOP:
             return [], True
         jobs: list[_Job] = [first]
@@ -182,6 +188,8 @@ class MicroBatcher:
                 break
             if job is _STOP:
                 return jobs, True
+            if _given_up(job):
+                continue
             if size + len(job.images) > self.max_batch_size:
                 self._carry = job
                 break
@@ -190,9 +198,11 @@ class MicroBatcher:
         return jobs, False
 
     def _run_batch(self, jobs: list[_Job]) -> None:
-        batch = jobs[0].images if len(jobs) == 1 else np.concatenate([job.images for job in jobs])
-        with self._model_lock:
-            self._call(jobs, batch)
+        with self._model_lock:  # the last moment before the work: a job whose caller gave up is dropped
+            jobs = [job for job in jobs if _claim(job)]
+            if jobs:
+                batch = jobs[0].images if len(jobs) == 1 else np.concatenate([job.images for job in jobs])
+                self._call(jobs, batch)
 
     def _call(self, jobs: list[_Job], batch: np.ndarray) -> None:
         """One model call for `batch` (the jobs' images, concatenated); the caller holds the model lock."""
@@ -219,6 +229,26 @@ class MicroBatcher:
             offset += n
 
 
+def _given_up(job: _Job) -> bool:
+    """Whether the job's caller no longer waits for it (the batcher then leaves it out of the batch): its
+    request thread cancelled it at the deadline, or the deadline has passed (answered DeadlineExceeded)."""
+    if job.future.cancelled():
+        return True
+    if job.deadline is None or time.perf_counter() < job.deadline:
+        return False
+    return not _claim(job)
+
+
+def _claim(job: _Job) -> bool:
+    """Mark the job running, unless its caller has given up: then it never runs (False)."""
+    if not job.future.set_running_or_notify_cancel():
+        return False  # cancelled by its request thread, which answered DeadlineExceeded itself
+    if job.deadline is not None and time.perf_counter() >= job.deadline:
+        job.future.set_exception(DeadlineExceeded(_NOT_RUN, "queued"))
+        return False
+    return True
+
+
 @dataclass
 class ServedModel:
     """A model version being served: its artifact and the batcher in front of its interpreter.
@@ -243,15 +273,36 @@ class ServedModel:
     def accuracy(self) -> float:
         return self.artifact.accuracy
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """float32 [n, 28, 28] -> [n, 10] probabilities, sharing model calls with concurrent requests."""
-        results = [chunk.result(timeout=self.timeout_s) for chunk in self.submit(images)]
+    def predict(self, images: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """float32 [n, 28, 28] -> [n, 10] probabilities, sharing model calls with concurrent requests.
+
+        With a `deadline` (perf_counter time): `DeadlineExceeded` when it has passed before the images are
+        queued, or while they wait (queued chunks are then dropped by the batcher, never run)."""
+        if deadline is not None and time.perf_counter() >= deadline:
+            raise DeadlineExceeded("the request's deadline passed before it reached the model", "arrival")
+        chunks = self.submit(images, deadline)
+        results = []
+        for chunk in chunks:
+            left = self.timeout_s if deadline is None else min(self.timeout_s, deadline - time.perf_counter())
+            try:
+                results.append(chunk.result(timeout=max(left, 0.0)))
+            except FutureTimeout:
+                if deadline is None or time.perf_counter() < deadline:
+                    raise
+                # A queued chunk cancelled here never runs; one the model has started cannot be stopped.
+                queued = [c.cancel() for c in chunks if not c.done()]
+                if queued and all(queued):
+                    raise DeadlineExceeded(_NOT_RUN, "queued") from None
+                raise DeadlineExceeded(
+                    "the request's deadline passed while the model worked on it; the answer is dropped",
+                    "waiting",
+                ) from None
         return results[0] if len(results) == 1 else np.concatenate(results)
 
-    def submit(self, images: np.ndarray) -> list[Future[np.ndarray]]:
+    def submit(self, images: np.ndarray, deadline: float | None = None) -> list[Future[np.ndarray]]:
         """Queue the images in batch-size chunks without waiting (shadow copies use this)."""
         size = self.batcher.max_batch_size
-        return [self.batcher.submit(images[i : i + size]) for i in range(0, len(images), size)]
+        return [self.batcher.submit(images[i : i + size], deadline) for i in range(0, len(images), size)]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "accuracy": self.accuracy}

@@ -155,6 +155,21 @@ MODEL_LAST_INFERENCE = Gauge(
     multiprocess_mode="max",
 )
 
+# --- Overload and deadlines (service/admission.py, the caller's deadline in service/inference.py) ---
+REQUESTS_SHED = Counter(
+    "mnist_requests_shed_total",
+    "Inference requests answered 503 / UNAVAILABLE at once because the worker was full, by model, API "
+    "(own, tfserving, v2, v2-grpc) and reason.",
+    ["model", "api", "reason"],
+)
+REQUESTS_EXPIRED = Counter(
+    "mnist_requests_expired_total",
+    "Inference requests whose caller's deadline passed before the model ran them (dropped, not run, not "
+    "recorded; answered 504 / DEADLINE_EXCEEDED), by model, API and stage (arrival: before the queue, "
+    "queued: taken from it, waiting: while the model ran).",
+    ["model", "api", "stage"],
+)
+
 # --- Store and write queue ---
 STORE_WRITE_DURATION = Histogram(
     "mnist_store_write_duration_seconds",
@@ -264,6 +279,16 @@ def observe_inference(model: str, version: str, api: str, ok: bool, seconds: flo
     _child(MODEL_REQUEST_SECONDS, model, version, outcome).inc(seconds)
     if ok:
         _child(MODEL_LAST_INFERENCE, model, version).set(time.time())
+
+
+def observe_shed(model: str, api: str, reason: str) -> None:
+    """One inference request shed by admission control."""
+    _child(REQUESTS_SHED, model, api, reason).inc()
+
+
+def observe_expired(model: str, api: str, stage: str) -> None:
+    """One inference request dropped because its caller's deadline had passed."""
+    _child(REQUESTS_EXPIRED, model, api, stage).inc()
 
 
 def observe_jobs(model: str, version: str, queued_seconds: float, jobs: int, compute_seconds: float) -> None:

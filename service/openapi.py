@@ -138,6 +138,29 @@ _PAGE_LINKS = {
     for name, link in _ID_LINKS.items()
 }
 _BINARY = {"type": "string", "format": "binary"}
+TIMEOUT = param(
+    "X-Request-Timeout",
+    "header",
+    {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+    "Seconds the caller waits (a decimal number, e.g. 0.5); a request still waiting for the model then is "
+    "dropped unrun and answered 504",
+)
+# Every inference operation: shed when the worker is full (503 + Retry-After), or past the caller's deadline.
+_DEADLINE = "The caller's deadline (X-Request-Timeout, v2 timeout) passed before the model ran the request"
+
+
+def _shed(flat: bool) -> dict[str, Any]:
+    """The 503 of admission control, with its Retry-After header."""
+    answer = json_body(
+        ref(errors.FlatError if flat else errors.Error),
+        "Overloaded (the worker holds MNIST_MAX_INFLIGHT requests already): shed at once, retry later",
+    )
+    answer["headers"] = {
+        "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+    }
+    return {"503": answer}
+
+
 # contentMediaType: OpenAPI 3.1's spelling of a file part (sent with a filename) in multipart bodies.
 _DIGIT_FILE = {
     "type": "string",
@@ -193,9 +216,10 @@ def _own_operations() -> dict[tuple[str, str], Operation]:
                 "One result, or a list when several images (or a list) were sent",
             ),
             {
-                400: "Bad input: not an image, no digit in it, wrong JSON",
+                400: "Bad input: not an image, no digit in it, wrong JSON, a bad X-Request-Timeout",
                 404: "Unknown model or version",
                 413: "Too large",
+                504: _DEADLINE,
             },
             parameters=[
                 param(
@@ -213,7 +237,9 @@ def _own_operations() -> dict[tuple[str, str], Operation]:
                     {"type": "string"},
                     "1, true, yes or on (any case): add the 28x28 input to each result",
                 ),
+                TIMEOUT,
             ],
+            extra=_shed(flat=False),
             body={
                 "multipart/form-data": {"schema": form},
                 "application/json": {"schema": predict_json},
@@ -329,9 +355,10 @@ def _tf_operations() -> dict[tuple[str, str], Operation]:
                 {"anyOf": [ref(tfserving.RowResponse), ref(tfserving.ColumnResponse)]},
                 "predictions (row request) or outputs (columnar request), 10 probabilities per image",
             ),
-            {400: "Bad input", 404: "Unknown model or version", 413: "Too large"},
+            {400: "Bad input", 404: "Unknown model or version", 413: "Too large", 504: _DEADLINE},
             flat=True,
-            parameters=params,
+            parameters=[*params, TIMEOUT],
+            extra=_shed(flat=True),
             body={
                 "application/json": {
                     "schema": {"anyOf": [ref(tfserving.RowRequest), ref(tfserving.ColumnRequest)]}
@@ -413,9 +440,10 @@ def _v2_operations() -> dict[tuple[str, str], Operation]:
                     "application/octet-stream": {"schema": _BINARY},
                 },
             },
-            {400: "Bad input", 404: "Unknown model or version", 413: "Too large"},
+            {400: "Bad input", 404: "Unknown model or version", 413: "Too large", 504: _DEADLINE},
             flat=True,
-            parameters=[*params, header],
+            parameters=[*params, header, TIMEOUT],
+            extra=_shed(flat=True),
             body={
                 "application/json": {"schema": ref(v2.InferRequest)},
                 "application/octet-stream": {

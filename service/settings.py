@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=1024, description="Largest micro-batch sent to a model.")
     max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait to fill a batch.")
     inference_threads: int = Field(1, ge=1, le=64, description="Threads each LiteRT interpreter may use.")
+    max_inflight: int = Field(
+        16,
+        ge=0,
+        le=4096,
+        description="Inference requests one worker takes at once, HTTP and gRPC together (decoding, queued "
+        "for or in the model); more are shed at once with 503 + Retry-After or UNAVAILABLE (0 = no bound).",
+    )
 
     # Model lifecycle (docs/lifecycle.md)
     model_poll_s: float = Field(

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 import numpy as np
 
 from service import metrics, tracing
+from service.admission import Admission
 from service.codecs.body import Limits
-from service.errors import NotFound
+from service.errors import DeadlineExceeded, NotFound
 from service.inference import ModelRegistry, ServedModel
 from service.lifecycle.shadow import Primary, ShadowRecorder, is_shadow, shadow_id
 from service.settings import Settings
@@ -44,10 +45,12 @@ class ServiceState:
     stopped: bool = False
     limits: Limits = field(init=False)
     shadows: ShadowRecorder = field(init=False)
+    admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
         self.limits = Limits.from_settings(self.settings)
         self.shadows = ShadowRecorder(self.writes)
+        self.admission = Admission(self.settings.max_inflight)
 
     def infer(
         self,
@@ -58,10 +61,16 @@ class ServiceState:
         request: RequestInfo,
         uploads: list[Upload | None] | None = None,
     ) -> Inference:
-        """Run float32 [n, 28, 28] images through a model and queue one record per image."""
+        """Run float32 [n, 28, 28] images through a model and queue one record per image; a request whose
+        deadline (`request.deadline`) passes first is dropped unrun and unrecorded (`DeadlineExceeded`)."""
         served = self.models.get(model, version)
         try:
-            probabilities = served.predict(images)
+            probabilities = served.predict(images, request.deadline)
+        except DeadlineExceeded as exc:
+            metrics.observe_expired(served.name, api, exc.stage)
+            seconds = time.perf_counter() - request.started
+            metrics.observe_inference(served.name, served.version, api, False, seconds)
+            raise
         except Exception:
             seconds = time.perf_counter() - request.started
             metrics.observe_inference(served.name, served.version, api, False, seconds)

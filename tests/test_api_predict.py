@@ -311,3 +311,16 @@ def test_openapi_describes_every_route(server, app: Flask) -> None:
     routes = {p: m for p, m in routes.items() if ":{verb}" not in p}
     documented = {path: set(ops) for path, ops in spec["paths"].items()}
     assert documented == routes
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        "2252-07-12 13:12,7ec44723-CB3F-9E00-Bac5-8AA7Dcdd18eA",  # date, space, time
+        "2024-05-01T10:00:00 01:00",  # "+01:00" whose "+" the query string turned into a space
+        "2024-05-01 10:00 01:00,7ec44723-cb3f-9e00-bac5-8aa7dcdd18ea",
+    ],
+)
+def test_a_time_with_a_space_is_a_valid_cursor(server, before: str) -> None:
+    r = requests.get(f"{server.url}/api/predictions", params={"before": before}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text

@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing.exceptions import RoutingException
 
-from service.errors import ServiceError
+from service.errors import DeadlineExceeded, Overloaded, ServiceError
 from service.types.errors import Error, ErrorDetail, FlatError
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,14 @@ def _register(bp: Blueprint, shape: Shape) -> None:
 
 
 def _service_error(shape: Shape, exc: ServiceError) -> Response:
-    if exc.status >= 500:
+    # Shed and expired requests are the server protecting itself, counted in their metrics; a log line of
+    # their own each (besides the access line) would cost the most exactly when the server has least.
+    if exc.status >= 500 and not isinstance(exc, (Overloaded, DeadlineExceeded)):
         log.error("%s: %s", exc.code, exc.message, extra={"request_id": g.get("request_id")})
-    return shape(exc.status, exc.code, exc.message)
+    response = shape(exc.status, exc.code, exc.message)
+    if isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def _http_error(shape: Shape, exc: HTTPException) -> Response:

@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 from flask import Response, current_app, g, request
 
-from service import tracing
+from service import deadlines, tracing
 from service.inference import ServedModel
 from service.state import ServiceState
 from service.types.batch import Inference, RequestInfo
@@ -41,13 +41,14 @@ def current() -> ServiceState:
     return state
 
 
-def request_info() -> RequestInfo:
-    """Who is asking, for the records of this request."""
+def request_info(deadline: float | None = None) -> RequestInfo:
+    """Who is asking, for the records of this request, and until when it waits for the answer."""
     route = request.access_route
     return RequestInfo(
         client=route[0] if route else request.remote_addr,
         request_id=g.get("request_id"),
         started=g.get("started", time.perf_counter()),
+        deadline=deadline,
     )
 
 
@@ -57,20 +58,27 @@ def infer(
     model: str | None = None,
     version: str | None = None,
 ) -> tuple[R, Inference]:
-    """Decode (announced to the batcher), run the model, queue the records; the model named in the request
-    (path or query) wins over one named in the body (`decoded.model`, where the codec has one)."""
+    """Admit (or shed), decode (announced to the batcher), run the model, queue the records; the model named
+    in the request (path or query) wins over one named in the body (`decoded.model`, where the codec has
+    one). The deadline is the earliest of X-Request-Timeout and the body's own (v2 `timeout`)."""
     state = current()
     if model is not None:
         state.models.get(model, version)  # an unknown model is a 404 before the body is read
-    with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
-        decoded = decode(state)
-    for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
-        state.models.get(named)
-    chosen = model or getattr(decoded, "model", None)
-    g.model = chosen or state.models.default
-    result = state.infer(
-        decoded.images, chosen, version, api, request_info(), getattr(decoded, "uploads", None)
-    )
+    timeout_s = deadlines.header_seconds(request.headers.get(deadlines.TIMEOUT_HEADER))
+    with state.admission.admit(model or state.models.default, api):
+        with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
+            decoded = decode(state)
+        for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
+            state.models.get(named)
+        chosen = model or getattr(decoded, "model", None)
+        g.model = chosen or state.models.default
+        started = g.get("started", time.perf_counter())
+        deadline = deadlines.earliest(
+            started, timeout_s, deadlines.v2_seconds(getattr(decoded, "timeout_us", 0))
+        )
+        result = state.infer(
+            decoded.images, chosen, version, api, request_info(deadline), getattr(decoded, "uploads", None)
+        )
     g.model = result.model
     g.digit = int(result.digits[0]) if len(result) == 1 else None
     return decoded, result

@@ -128,8 +128,9 @@ def _cursor(value: str | None) -> tuple[datetime | None, uuid.UUID | None]:
     """`before` is a cursor from `next_before` ("<time>,<id>") or just a time."""
     if not value:
         return None, None
-    # A `+` in a query string arrives as a space: "...T10:00:00 01:00" means +01:00.
-    text = re.sub(r" (\d{2}:\d{2})(,|$)", r"+\1\2", value.strip())
+    # A `+` in a query string arrives as a space: "...T10:00:00 01:00" means +01:00 (only after a time: in
+    # "2024-05-01 13:12,<id>" the space separates the date from the time).
+    text = re.sub(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?) (\d{2}:\d{2})(,|$)", r"\1+\2\3", value.strip())
     found = _CURSOR.match(text)
     if found is None:
         raise BadInput(

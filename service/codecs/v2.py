@@ -65,7 +65,7 @@ class V2Request:
     id: str | None  # echoed back when the request had one
     outputs: list[Wanted]  # in the order asked for
     priority: int = 0  # accepted (the batcher has one queue, so every priority is served alike)
-    timeout_us: int = 0  # accepted; 0 = the server's own timeout
+    timeout_us: int = 0  # the caller's deadline, microseconds from the request's start; 0 = none
 
 
 def datatype_of(name: Any) -> Datatype:

@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from service import metrics, tracing, v2_info
+from service import deadlines, metrics, tracing, v2_info
 from service.codecs import v2_grpc
 from service.errors import NotReady, ServiceError
 from service.logs import log_request, request_id
@@ -38,6 +38,7 @@ _CODES = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 # gRPC code -> the HTTP-like status of the access log line (its level: errors at >= 500).
 _LOG_STATUS = {
@@ -191,10 +192,22 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         name, version = request.model_name, request.model_version or None
         call.model = name
         state.models.get(name, version)  # an unknown model is NOT_FOUND before the input is decoded
-        with state.models.arrivals.expect(), tracing.span("decode"):  # the batcher: images are coming
-            decoded = v2_grpc.decode(request, state.limits)
-        info = RequestInfo(client=_client(context.peer()), request_id=call.request_id, started=call.started)
-        result = state.infer(decoded.images, name, version, API, info)
+        remaining = context.time_remaining()  # seconds to the call's deadline; None without one
+        # ... as seconds from the call's start, like the v2 `timeout` parameter
+        grpc_timeout = None if remaining is None else remaining + time.perf_counter() - call.started
+        with state.admission.admit(name or state.models.default, API):
+            with state.models.arrivals.expect(), tracing.span("decode"):  # the batcher: images are coming
+                decoded = v2_grpc.decode(request, state.limits)
+            deadline = deadlines.earliest(
+                call.started, grpc_timeout, deadlines.v2_seconds(decoded.timeout_us)
+            )
+            info = RequestInfo(
+                client=_client(context.peer()),
+                request_id=call.request_id,
+                started=call.started,
+                deadline=deadline,
+            )
+            result = state.infer(decoded.images, name, version, API, info)
         call.model = result.model
         call.digit = int(result.digits[0]) if len(result) == 1 else None
         return v2_grpc.encode(result, decoded)

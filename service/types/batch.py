@@ -23,6 +23,7 @@ class RequestInfo:
     client: str | None
     request_id: str | None
     started: float  # time.perf_counter() at request start
+    deadline: float | None = None  # time.perf_counter() when the caller stops waiting (None: no deadline)
 
 
 @dataclass(frozen=True)

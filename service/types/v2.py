@@ -57,7 +57,12 @@ class RequestParameters(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     binary_data_output: bool | None = None
-    timeout: int | None = Field(None, ge=0, description="Microseconds; accepted")
+    timeout: int | None = Field(
+        None,
+        ge=0,
+        description="Microseconds from the request's start; past it the request is dropped, unrun, and "
+        "answered 504 (0: no deadline)",
+    )
     priority: int | None = Field(None, ge=0, description="Accepted; every priority is served alike")
 
 
