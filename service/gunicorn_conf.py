@@ -13,6 +13,7 @@ then `worker_exit` drains its write queue into the store before the process ends
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -28,7 +29,8 @@ workers = _settings.workers
 threads = _settings.threads
 worker_class = "gthread"
 timeout = _settings.timeout_s
-graceful_timeout = _settings.graceful_timeout_s
+# A worker's exit may also replay its spool for MNIST_SPOOL_DRAIN_S (a spool that dies with its pod).
+graceful_timeout = _settings.graceful_timeout_s + math.ceil(_settings.spool_drain_s)
 keepalive = 5
 backlog = 2048
 preload_app = False
