@@ -234,12 +234,20 @@ def test_writable_paths_of_the_settings_are_mounted_volumes(rendered: Rendered) 
     assert config["PROMETHEUS_MULTIPROC_DIR"] in mounted
 
 
-def test_termination_grace_covers_prestop_and_gunicorns_graceful_timeout(rendered: Rendered) -> None:
+def test_termination_grace_covers_prestop_gunicorns_graceful_timeout_and_the_spool_replay(
+    rendered: Rendered,
+) -> None:
     config = rendered.one("ConfigMap", "api")["data"]
     spec = rendered.one("Deployment")["spec"]["template"]["spec"]
     pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert spec["terminationGracePeriodSeconds"] > int(pre_stop[1]) + int(config["MNIST_GRACEFUL_TIMEOUT_S"])
+    # The spool is an emptyDir (it dies with the pod): a stopping worker replays it before it exits.
+    spool = next(v for v in spec["volumes"] if v["name"] == "spool")
+    assert "emptyDir" in spool
+    replay = float(config["MNIST_SPOOL_DRAIN_S"])
+    assert replay >= 30, "a stopping pod must get time to replay its spool (issue 9: 835 records lost)"
+    grace = int(pre_stop[1]) + int(config["MNIST_GRACEFUL_TIMEOUT_S"]) + replay
+    assert spec["terminationGracePeriodSeconds"] > grace
 
 
 def test_pods_are_annotated_for_prometheus_scraping(rendered: Rendered) -> None:
