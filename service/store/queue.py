@@ -337,25 +337,35 @@ class WriteQueue:
 
         With a deadline (drain), a batch still failing when it is near stays pending for `_hand_over`.
         """
-        if self._attempts(batch, retries, deadline):
+        errors: list[Exception] = []
+        if self._attempts(batch, retries, deadline, errors):
             return
         if deadline is not None and time.monotonic() + self.backoff_s > deadline:
             return
         if len(batch) > 1:  # isolate the record(s) that cannot be written
             for rec in batch:
-                if not self._attempts([rec], 1, deadline):
-                    self._give_up(rec)
+                errors = []
+                if not self._attempts([rec], 1, deadline, errors):
+                    self._give_up(rec, errors[-1] if errors else None)
         else:
-            self._give_up(batch[0])
+            self._give_up(batch[0], errors[-1] if errors else None)
 
-    def _attempts(self, batch: Sequence[PredictionRecord], retries: int, deadline: float | None) -> bool:
-        """Try the write up to `retries` times with backoff; True when it succeeded."""
+    def _attempts(
+        self,
+        batch: Sequence[PredictionRecord],
+        retries: int,
+        deadline: float | None,
+        errors: list[Exception] | None = None,
+    ) -> bool:
+        """Try the write up to `retries` times with backoff; True when it succeeded (failures: `errors`)."""
         delay = self.backoff_s
         for attempt in range(1, retries + 1):
             started = time.perf_counter()
             try:
                 self.store.record_many(batch)
             except Exception as exc:  # any backend error: counted, logged, retried; never swallowed
+                if errors is not None:
+                    errors.append(exc)
                 metrics.STORE_ERRORS.labels(backend=self.backend, operation="write").inc()
                 log.warning(
                     "store write of %d records failed (attempt %d/%d): %s", len(batch), attempt, retries, exc
@@ -383,9 +393,21 @@ class WriteQueue:
         self._settled_count += len(recs)
         self._settled.notify_all()
 
-    def _give_up(self, rec: PredictionRecord) -> None:
+    def _give_up(self, rec: PredictionRecord, error: Exception | None) -> None:
         if self.journal is not None:
-            self.journal.forget([rec])  # not an outage (those are spooled) but a record the store refuses
+            if isinstance(error, StoreUnavailable) and self.journal.holds(rec.id):
+                # An outage of a store without a spool (SQLite locked or unwritable): the journal keeps
+                # the record, and the next process on this folder writes it.
+                with self._settled:
+                    self._settle([rec])
+                log.error(
+                    "prediction record %s not stored (%s): kept in the journal for the next start",
+                    rec.id,
+                    error,
+                    extra={"record_id": str(rec.id)},
+                )
+                return
+            self.journal.forget([rec])  # a record the store refuses, not an outage
         with self._settled:
             self.failed += 1
             self._lost[rec.id] = None
