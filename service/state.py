@@ -155,8 +155,9 @@ class ServiceState:
         if self.stopped:
             return 0
         self.stopped = True
+        deadline = time.monotonic() + timeout  # closing the models counts: the arbiter's clock runs
         self.models.close()
-        drained = self.writes.drain(timeout)
+        drained = self.writes.drain(max(0.1, deadline - time.monotonic()))
         self.store.close()
         return drained
 
