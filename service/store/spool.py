@@ -298,7 +298,7 @@ class Spool:
             by_file.setdefault(id(item.file), []).append(item)
         for group in by_file.values():
             spool_file = group[0].file
-            spool_file.remove(group)
+            spool_file.remove(group, sync=False)  # a lost delete: the same row again
             if spool_file is not self.own and spool_file.depth == 0:
                 with self._files_lock:
                     self._files.remove(spool_file)
