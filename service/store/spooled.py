@@ -33,9 +33,8 @@ from service.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
-REPLAY_CHUNK = (
-    1024  # records per replay write: the replay carries every new write while the spool is non-empty
-)
+# Records per replay write: while the spool is non-empty the replay carries every new write too.
+REPLAY_CHUNK = 1024
 REPLAY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 ORPHAN_SCAN_INTERVAL_S = 30.0
 IDLE_WAKE_S = 1.0  # the replay thread looks at the spool at least this often
