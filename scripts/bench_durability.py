@@ -93,7 +93,24 @@ def measure(mode: str, png_dir: Path, count: int, levels: list[int], seconds: fl
     return [ModeRun(mode, run, stored, answered) for run in runs]
 
 
-def render(results: list[ModeRun], seconds: float, command: str) -> str:
+def fsync_ms(folder: Path, rounds: int = 50) -> float:
+    """Median latency of a 512-byte write + fsync in `folder` (what one group commit costs at least)."""
+    path = folder / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            os.write(fd, b"x" * 512)
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return sorted(times)[len(times) // 2]
+
+
+def render(results: list[ModeRun], seconds: float, command: str, fsync: tuple[float, float]) -> str:
     workers = Settings().workers
     lines = [
         "### Durability of an answered prediction (MNIST_DURABILITY)",
@@ -109,6 +126,8 @@ def render(results: list[ModeRun], seconds: float, command: str) -> str:
         "(SQLite WAL, fsync per group commit); store: acknowledged by the store (the write queue's batch).",
         "- Timings are wall clock on a machine shared with other work (see load average): compare the modes "
         "by the CPU column first.",
+        f"- One write + fsync in the journal's folder (median of 50): {fsync[0]:.2f} ms before the runs, "
+        f"{fsync[1]:.2f} ms after; a `disk` answer waits for at least one.",
         "",
         "| mode | concurrency | predictions/s | p50 ms | p99 ms | errors | server CPU ms/request |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -152,17 +171,19 @@ def run(out: Path, seconds: float, levels: list[int], pngs: int = 200, command: 
     bench.write_pngs(Settings().data_dir, png_dir, pngs)
     results: list[ModeRun] = []
     started = time.monotonic()
+    fsync_before = fsync_ms(tmp)
     try:
         for mode in MODES:
             log(f"{mode}: starting a server ({time.monotonic() - started:.0f} s so far)")
             results += measure(mode, png_dir, pngs, levels, seconds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    fsync_after = fsync_ms(Path(tempfile.gettempdir()))
     for r in results:
         if r.stored < r.answered:
             raise SystemExit(f"{r.mode}: {r.answered - r.stored} answered predictions were not stored")
     command = command or "python scripts/bench_durability.py " + " ".join(sys.argv[1:])
-    replace_block(out, render(results, seconds, command.strip()))
+    replace_block(out, render(results, seconds, command.strip(), (fsync_before, fsync_after)))
     log(f"wrote the durability block of {out} in {time.monotonic() - started:.0f} s")
     return results
 
