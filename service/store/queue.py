@@ -134,12 +134,15 @@ class WriteQueue:
         """
         if not recs:
             return
-        if self.journal is not None:  # before anything else: a record that is queued is also journaled
+        # Before anything else: a record that is queued is also journaled. Once draining, records are
+        # written in this thread instead (below): stored before the answer, and the journal is closing.
+        if self.journal is not None and not self._stop.is_set():
             self.journal.write(recs)
         with self._pending_lock:
             for rec in recs:
+                if rec.id not in self._pending:  # each pending id settles once: counted once
+                    self._accepted += 1
                 self._pending[rec.id] = rec
-            self._accepted += len(recs)
         overflow: list[PredictionRecord] = []
         with self._state_lock:  # so no record slips into the queue after drain() has emptied it
             for rec in recs:
@@ -387,10 +390,13 @@ class WriteQueue:
         return False
 
     def _settle(self, recs: Sequence[PredictionRecord]) -> None:
-        """Records leave _pending (the caller holds _settled); wake whoever waits for them."""
+        """Records leave _pending (the caller holds _settled); wake whoever waits for them.
+
+        Only records that were pending count for `flush`: a replayed journal's, or a second write of the same
+        record (a drain's hand-over racing the writer), must not make it return early."""
         for rec in recs:
-            self._pending.pop(rec.id, None)
-        self._settled_count += len(recs)
+            if self._pending.pop(rec.id, None) is not None:
+                self._settled_count += 1
         self._settled.notify_all()
 
     def _give_up(self, rec: PredictionRecord, error: Exception | None) -> None:
