@@ -234,6 +234,18 @@ def test_writable_paths_of_the_settings_are_mounted_volumes(rendered: Rendered) 
     assert config["PROMETHEUS_MULTIPROC_DIR"] in mounted
 
 
+def test_durability_and_the_spool_replay_reach_the_service() -> None:
+    result = run_helm(
+        "template", "x", str(CHART), "--set", "config.durability=disk", "--set", "config.spoolDrainSeconds=90"
+    )
+    config = next(
+        d["data"] for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "ConfigMap" and
+        d["data"].get("MNIST_DURABILITY")
+    )  # fmt: skip
+    assert config["MNIST_DURABILITY"] == "disk"
+    assert config["MNIST_SPOOL_DRAIN_S"] == "90"
+
+
 def test_termination_grace_covers_prestop_gunicorns_graceful_timeout_and_the_spool_replay(
     rendered: Rendered,
 ) -> None:
@@ -579,6 +591,8 @@ BAD_VALUES = {
     "bad digest": "image.digest=latest",
     "unknown commit log sync": "cassandra.commitlogSync=always",
     "sync period without unit": "cassandra.commitlogSyncPeriod=10000",
+    "unknown durability": "config.durability=fsync",
+    "negative spool replay": "config.spoolDrainSeconds=-1",
 }
 
 
