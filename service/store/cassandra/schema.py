@@ -2,7 +2,10 @@
 
 Safe from many processes at once: every statement is IF NOT EXISTS, and each table is created with a fixed
 id derived from keyspace and table name, so two pods racing to create the same table through different
-coordinators create the same table instead of two conflicting ones.
+coordinators create the same table instead of two conflicting ones. One process sends all its schema
+statements to one coordinator: on a cluster still forming, a node that joined a moment ago may not have the
+keyspace yet when the next statement reaches it (seen: `Keyspace 'x' doesn't exist` on CREATE TABLE right
+after CREATE KEYSPACE had reported agreement); that answer is also taken as disagreement, worth a retry.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import socket
 import uuid
 from datetime import UTC, datetime
 from importlib.resources import files
+from typing import Any
 
-from cassandra import ConsistencyLevel
+from cassandra import ConsistencyLevel, InvalidRequest
 from cassandra.cluster import Session
+from cassandra.pool import Host
 from cassandra.query import SimpleStatement
 
 from service.store.cassandra.url import Replication
@@ -64,6 +69,25 @@ def statements(keyspace: str, replication: Replication) -> list[str]:
     return rendered
 
 
+def _coordinator(session: Session) -> Host | None:
+    """One live node to send every schema statement to (None: let the driver pick, it will fail clearly)."""
+    up = [host for host in session.cluster.metadata.all_hosts() if host.is_up]
+    return min(up, key=lambda host: str(host.endpoint)) if up else None
+
+
+def _execute(
+    session: Session, statement: str | SimpleStatement, params: tuple, coordinator: Host | None
+) -> Any:
+    """Run one statement on `coordinator`; an answer that it has not seen an earlier statement's keyspace
+    or table yet is SchemaDisagreement (retried by the caller), any other refusal is raised as it is."""
+    try:
+        return session.execute(statement, params or None, timeout=SCHEMA_AGREEMENT_WAIT_S, host=coordinator)
+    except InvalidRequest as exc:
+        if "doesn't exist" in str(exc) or "unconfigured table" in str(exc):
+            raise SchemaDisagreement(f"{exc} (coordinator {coordinator})") from exc
+        raise
+
+
 def current_version(session: Session, keyspace: str) -> int | None:
     """The schema version recorded in the keyspace, or None when init has not completed there."""
     tables = session.cluster.metadata.keyspaces.get(keyspace)
@@ -88,8 +112,9 @@ def apply(
             f"keyspace {keyspace} has schema version {found}, newer than this code's {SCHEMA_VERSION}: "
             "upgrade the service"
         )
+    coordinator = _coordinator(session)
     for stmt in statements(keyspace, replication):
-        result = session.execute(stmt, timeout=SCHEMA_AGREEMENT_WAIT_S)
+        result = _execute(session, stmt, (), coordinator)
         if not result.response_future.is_schema_agreed:
             raise SchemaDisagreement(
                 f"nodes did not agree on the schema within {SCHEMA_AGREEMENT_WAIT_S}s after: {stmt}"
@@ -100,8 +125,6 @@ def apply(
         " VALUES (%s, %s, %s, %s)",
         consistency_level=consistency,
     )
-    session.execute(
-        insert,
-        (COMPONENT, SCHEMA_VERSION, datetime.now(UTC), f"{socket.gethostname()}/{os.getpid()}"),
-    )
+    row = (COMPONENT, SCHEMA_VERSION, datetime.now(UTC), f"{socket.gethostname()}/{os.getpid()}")
+    _execute(session, insert, row, coordinator)
     return SCHEMA_VERSION
