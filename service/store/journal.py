@@ -99,6 +99,7 @@ class Journal:
         self._group = GroupCommit(self._append)
         self._handles: dict[uuid.UUID, Spooled] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def depth(self) -> int:
@@ -118,9 +119,11 @@ class Journal:
     def forget(self, records: Sequence[PredictionRecord]) -> None:
         """The store has these records: delete them from the journal (ids it never held are ignored)."""
         with self._lock:
+            if self._closed:  # a writer stuck past the drain: what it held stays for the next start
+                return
             done = [h for rec in records if (h := self._handles.pop(rec.id, None)) is not None]
-        if done:
-            self.file.remove(done, sync=False)
+            if done:
+                self.file.remove(done, sync=False)
 
     def holds(self, record_id: uuid.UUID) -> bool:
         with self._lock:
@@ -128,6 +131,8 @@ class Journal:
 
     def close(self) -> None:
         """Release the file: deleted when empty, else left for the next process on this folder to replay."""
+        with self._lock:
+            self._closed = True
         if self.file.depth:
             log.warning("journal %s keeps %d records for the next start", self.file.path, self.file.depth)
         self.file.close(delete=self.file.depth == 0)
