@@ -797,6 +797,9 @@ def main() -> None:
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip py-spy (used when on PATH)"
     )
+    parser.add_argument(
+        "--no-durability", dest="durability", action="store_false", help="skip the MNIST_DURABILITY runs"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: scripts/install-system-deps.sh (Debian package wrk)")
@@ -980,6 +983,10 @@ def main() -> None:
     report.loadavg_after = Path("/proc/loadavg").read_text().split()[:3]
     args.out.write_text(render(report) + "\n" + "\n".join(overload) + kept_by_hand(args.out))
     log(f"wrote {args.out}")
+    if args.durability:  # its own block, in the part of the report kept between runs
+        import bench_durability
+
+        bench_durability.run(args.out, args.seconds, [1, 8, 32], command=report.command)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -443,7 +443,8 @@ def render(args: argparse.Namespace, **r: Any) -> str:
         f"- Records: {r['found']:,} of {r['answered']:,} answered ids read back from Cassandra after SIGTERM "
         f"({r['check_s']:.0f} s); {r['spooled']} of them had been left in the spool and were replayed first "
         f"({r['replayed_s']:.0f} s), as the next start does; the server logged "
-        f"{r['not_stored']} records not stored (write queues not drained within the graceful timeout)",
+        f"{r['not_stored']} records the write queues had not stored by the drain deadline (handed to the "
+        "spool, never dropped)",
         "",
         "The server's processes (gunicorn master and workers): resident memory (RSS, shared pages counted in "
         'each process; PSS splits them), open file descriptors, threads. "start" and "idle after" have no '

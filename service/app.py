@@ -45,7 +45,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = open_store(settings)
     # The workers of one server share the spool folder: their write notices meet there.
     notices = WriteNotices.open(settings.spool_dir)
-    writes = WriteQueue(store, settings.write_queue_size, notices=notices).start()
+    writes = WriteQueue(
+        store,
+        settings.write_queue_size,
+        notices=notices,
+        durability=settings.durability,
+        journal_dir=settings.spool_dir,
+        journal_max_bytes=settings.spool_max_bytes,
+        ack_timeout_s=settings.durability_timeout_s,
+        spool_drain_s=settings.spool_drain_s,
+    ).start()
     app.extensions[EXTENSION] = ServiceState(settings, models, store, writes)
 
     for blueprint in BLUEPRINTS:

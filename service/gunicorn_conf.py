@@ -13,6 +13,7 @@ then `worker_exit` drains its write queue into the store before the process ends
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -28,7 +29,8 @@ workers = _settings.workers
 threads = _settings.threads
 worker_class = "gthread"
 timeout = _settings.timeout_s
-graceful_timeout = _settings.graceful_timeout_s
+# A worker's exit may also replay its spool for MNIST_SPOOL_DRAIN_S (a spool that dies with its pod).
+graceful_timeout = _settings.graceful_timeout_s + math.ceil(_settings.spool_drain_s)
 keepalive = 5
 backlog = 2048
 preload_app = False
@@ -79,6 +81,7 @@ def post_worker_init(worker: Any) -> None:
     if state is None:
         return
     state.models.watch()
+    _note_sigterm(worker)
     if _settings.grpc_port:
         from service.grpc import server as grpc_server
 
@@ -91,8 +94,39 @@ def post_worker_init(worker: Any) -> None:
         metrics.update_process_metrics(force=True)
 
 
+# Of the graceful timeout, the part the write queue's drain may use; the rest is for the hand-over of what
+# it could not store (one fsync), closing the store and exiting before the arbiter's SIGKILL.
+DRAIN_SHARE = 0.75
+MIN_DRAIN_S = 0.5
+
+
+def _note_sigterm(worker: Any) -> None:
+    """Remember when SIGTERM came: the arbiter's SIGKILL deadline runs from then, not from `worker_exit`
+    (in-flight requests, gRPC and model shutdown come first)."""
+    import signal
+    import time
+
+    handle_exit = worker.handle_exit
+
+    def on_term(sig: int, frame: Any) -> None:
+        if not hasattr(worker, "term_at"):
+            worker.term_at = time.monotonic()
+        handle_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn's own handler: no EINTR in request threads
+
+
+def drain_budget(worker: Any, now: float) -> float:
+    """Seconds left for the write queue's drain: DRAIN_SHARE of the graceful timeout since SIGTERM."""
+    since_term = now - getattr(worker, "term_at", now)
+    return max(MIN_DRAIN_S, _settings.graceful_timeout_s * DRAIN_SHARE - since_term)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     """In the worker, after its last request: end gRPC calls, write every queued record, close the store."""
+    import time
+
     app = getattr(worker, "wsgi", None)
     if app is None or not hasattr(app, "extensions"):
         return  # called in the arbiter for a worker that was already gone
@@ -104,7 +138,7 @@ def worker_exit(server: Any, worker: Any) -> None:
 
         grpc_server.stop(grpc, _settings.graceful_timeout_s * 0.25)
 
-    drained = shutdown(app, timeout=_settings.graceful_timeout_s * 0.75)
+    drained = shutdown(app, timeout=drain_budget(worker, time.monotonic()))
     from service import tracing
 
     tracing.shutdown()

@@ -95,6 +95,24 @@ class Settings(BaseSettings):
         Path("var/spool"), description="Durable spool for records Cassandra could not take."
     )
     spool_max_bytes: int = Field(1_073_741_824, ge=1024, description="Spool size cap.")
+    spool_drain_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, seconds a worker keeps replaying its Cassandra spool before it exits "
+        "(added to gunicorn's graceful timeout); for a spool that dies with its pod.",
+    )
+    durability: Literal["memory", "disk", "store"] = Field(
+        "memory",
+        description="Where an answered prediction's record is before the answer leaves: memory (the write "
+        "queue), disk (the spool folder's journal, fsynced in groups) or store (acknowledged by the store).",
+    )
+    durability_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Longest an answer waits for MNIST_DURABILITY disk or store; 503 after that.",
+    )
     cassandra_username: str | None = Field(None, description="Overrides the user in STORE_URL.")
     cassandra_password: SecretStr | None = Field(None, description="Overrides the password in STORE_URL.")
     cassandra_tls_ca: Path | None = Field(None, description="CA bundle; enables TLS to Cassandra.")

@@ -117,10 +117,11 @@ class ServiceState:
         probabilities = result.probabilities.tolist()
         extra = {"api": api}
         keep_bytes = self.settings.keep_image_bytes
+        records: list[PredictionRecord] = []
         for i, rid in enumerate(result.ids):
             upload = uploads[i] if uploads else None
             keep = upload is not None and len(upload.data) <= keep_bytes
-            self.writes.put(
+            records.append(
                 PredictionRecord(
                     id=rid,
                     created=created,
@@ -138,6 +139,8 @@ class ServiceState:
                     extra=dict(extra),
                 )
             )
+        # One call per answer: as durable as MNIST_DURABILITY asks (one group commit) when it returns.
+        self.writes.put_many(records)
 
     def find(self, rid: uuid.UUID) -> PredictionRecord:
         """The record, also when it is still on its way to the store (in this worker's queue or another's)."""
@@ -178,8 +181,9 @@ class ServiceState:
         if self.stopped:
             return 0
         self.stopped = True
+        deadline = time.monotonic() + timeout  # closing the models counts: the arbiter's clock runs
         self.models.close()
-        drained = self.writes.drain(timeout)
+        drained = self.writes.drain(max(0.1, deadline - time.monotonic()))
         self.store.close()
         return drained
 

@@ -234,12 +234,32 @@ def test_writable_paths_of_the_settings_are_mounted_volumes(rendered: Rendered) 
     assert config["PROMETHEUS_MULTIPROC_DIR"] in mounted
 
 
-def test_termination_grace_covers_prestop_and_gunicorns_graceful_timeout(rendered: Rendered) -> None:
+def test_durability_and_the_spool_replay_reach_the_service() -> None:
+    result = run_helm(
+        "template", "x", str(CHART), "--set", "config.durability=disk", "--set", "config.spoolDrainSeconds=90"
+    )
+    config = next(
+        d["data"] for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "ConfigMap" and
+        d["data"].get("MNIST_DURABILITY")
+    )  # fmt: skip
+    assert config["MNIST_DURABILITY"] == "disk"
+    assert config["MNIST_SPOOL_DRAIN_S"] == "90"
+
+
+def test_termination_grace_covers_prestop_gunicorns_graceful_timeout_and_the_spool_replay(
+    rendered: Rendered,
+) -> None:
     config = rendered.one("ConfigMap", "api")["data"]
     spec = rendered.one("Deployment")["spec"]["template"]["spec"]
     pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert spec["terminationGracePeriodSeconds"] > int(pre_stop[1]) + int(config["MNIST_GRACEFUL_TIMEOUT_S"])
+    # The spool is an emptyDir (it dies with the pod): a stopping worker replays it before it exits.
+    spool = next(v for v in spec["volumes"] if v["name"] == "spool")
+    assert "emptyDir" in spool
+    replay = float(config["MNIST_SPOOL_DRAIN_S"])
+    assert replay >= 30, "a stopping pod must get time to replay its spool (issue 9: 835 records lost)"
+    grace = int(pre_stop[1]) + int(config["MNIST_GRACEFUL_TIMEOUT_S"]) + replay
+    assert spec["terminationGracePeriodSeconds"] > grace
 
 
 def test_pods_are_annotated_for_prometheus_scraping(rendered: Rendered) -> None:
@@ -571,6 +591,8 @@ BAD_VALUES = {
     "bad digest": "image.digest=latest",
     "unknown commit log sync": "cassandra.commitlogSync=always",
     "sync period without unit": "cassandra.commitlogSyncPeriod=10000",
+    "unknown durability": "config.durability=fsync",
+    "negative spool replay": "config.spoolDrainSeconds=-1",
 }
 
 

@@ -112,11 +112,14 @@ class SpoolFile:
         self.depth = int(count)
         self.bytes = int(size)
 
-    def append(self, payloads: Sequence[bytes]) -> None:
+    def append(self, payloads: Sequence[bytes]) -> list[int]:
+        """Add payloads in one transaction (one fsync); returns their seqs, in order."""
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.executemany("INSERT INTO spool (payload) VALUES (?)", [(p,) for p in payloads])
+                # One writer inside BEGIN IMMEDIATE and AUTOINCREMENT: the new seqs are consecutive.
+                last = int(self.conn.execute("SELECT last_insert_rowid()").fetchone()[0])
                 self.conn.execute("COMMIT")
             except BaseException:
                 if self.conn.in_transaction:
@@ -124,6 +127,7 @@ class SpoolFile:
                 raise
             self.depth += len(payloads)
             self.bytes += sum(len(p) for p in payloads)
+        return list(range(last - len(payloads) + 1, last + 1))
 
     def oldest(self, limit: int) -> list[tuple[int, bytes]]:
         with self.lock:
@@ -132,8 +136,12 @@ class SpoolFile:
             ).fetchall()
         return [(int(seq), bytes(payload)) for seq, payload in rows]
 
-    def remove(self, items: Sequence[Spooled]) -> None:
+    def remove(self, items: Sequence[Spooled], *, sync: bool = True) -> None:
+        """Delete records; without `sync` the commit is not fsynced (a delete lost in a crash only means
+        that record is written to the store once more, as the same row)."""
         with self.lock:
+            if not sync:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.conn.executemany("DELETE FROM spool WHERE seq = ?", [(s.seq,) for s in items])
@@ -142,6 +150,9 @@ class SpoolFile:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
+            finally:
+                if not sync:
+                    self.conn.execute("PRAGMA synchronous=FULL")
             self.depth -= len(items)
             self.bytes -= sum(s.size for s in items)
 
@@ -173,6 +184,45 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def create_own(directory: Path, prefix: str) -> SpoolFile:
+    """A new file `<prefix>-<ms>-<pid>-<rand>.db` for this process, locked for as long as it lives."""
+    name = f"{prefix}-{int(time.time() * 1000):013d}-{os.getpid()}-{secrets.token_hex(3)}"
+    # Lock under a temporary name, then rename: an adopter never sees an unlocked new file.
+    tmp = directory / f".{name}.lock.tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(tmp, directory / f"{name}.lock")
+    return SpoolFile(directory / f"{name}.db", fd)
+
+
+def adopt(directory: Path, prefix: str, held: set[Path]) -> list[SpoolFile]:
+    """The non-empty `<prefix>-*` files of processes that are gone, oldest first, now locked by us."""
+    adopted: list[SpoolFile] = []
+    for lock_path in sorted(directory.glob(f"{prefix}-*.lock")):
+        if lock_path in held:
+            continue
+        fd = _try_lock(lock_path)
+        if fd is None:
+            continue
+        try:
+            spool_file = SpoolFile(lock_path.with_suffix(".db"), fd)
+        except sqlite3.Error as exc:
+            os.close(fd)
+            log.error("cannot open orphaned %s %s: %s", prefix, lock_path.with_suffix(".db"), exc)
+            continue
+        if spool_file.depth == 0:
+            spool_file.close(delete=True)
+            continue
+        log.warning(
+            "adopted %s %s with %d records from a process that is gone",
+            prefix,
+            spool_file.path,
+            spool_file.depth,
+        )
+        adopted.append(spool_file)
+    return adopted
+
+
 class Spool:
     """This process's spool file plus any it adopted from dead processes; thread-safe."""
 
@@ -183,49 +233,20 @@ class Spool:
         self._files_lock = threading.Lock()
         self.rejected = 0
         self.replayed = 0
-        self.own = self._create_own()
+        self.own = create_own(self.directory, "spool")
         self._files: list[SpoolFile] = [self.own]
         self.adopt_orphans()
 
-    def _create_own(self) -> SpoolFile:
-        name = f"spool-{int(time.time() * 1000):013d}-{os.getpid()}-{secrets.token_hex(3)}"
-        # Lock under a temporary name, then rename: an adopter never sees an unlocked new file.
-        tmp = self.directory / f".{name}.lock.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(tmp, self.directory / f"{name}.lock")
-        return SpoolFile(self.directory / f"{name}.db", fd)
-
     def adopt_orphans(self) -> int:
         """Take over the spool files of processes that are gone; returns how many records they hold."""
-        adopted = 0
         with self._files_lock:
             held = {f.path.with_suffix(".lock") for f in self._files}
-        for lock_path in sorted(self.directory.glob("spool-*.lock")):
-            if lock_path in held:
-                continue
-            fd = _try_lock(lock_path)
-            if fd is None:
-                continue
-            try:
-                spool_file = SpoolFile(lock_path.with_suffix(".db"), fd)
-            except sqlite3.Error as exc:
-                os.close(fd)
-                log.error("cannot open orphaned spool %s: %s", lock_path.with_suffix(".db"), exc)
-                continue
-            if spool_file.depth == 0:
-                spool_file.close(delete=True)
-                continue
-            log.warning(
-                "adopted spool %s with %d records from a process that is gone",
-                spool_file.path,
-                spool_file.depth,
-            )
-            adopted += spool_file.depth
-            with self._files_lock:
+        found = adopt(self.directory, "spool", held)
+        with self._files_lock:
+            for spool_file in found:
                 self._files.insert(-1, spool_file)  # older than our own file: replayed first
         self._publish()
-        return adopted
+        return sum(f.depth for f in found)
 
     @property
     def depth(self) -> int:
@@ -277,7 +298,7 @@ class Spool:
             by_file.setdefault(id(item.file), []).append(item)
         for group in by_file.values():
             spool_file = group[0].file
-            spool_file.remove(group)
+            spool_file.remove(group, sync=False)  # a lost delete: the same row again
             if spool_file is not self.own and spool_file.depth == 0:
                 with self._files_lock:
                     self._files.remove(spool_file)

@@ -33,7 +33,8 @@ from service.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
-REPLAY_CHUNK = 256
+# Records per replay write: while the spool is non-empty the replay carries every new write too.
+REPLAY_CHUNK = 1024
 REPLAY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 ORPHAN_SCAN_INTERVAL_S = 30.0
 IDLE_WAKE_S = 1.0  # the replay thread looks at the spool at least this often
@@ -76,6 +77,38 @@ class SpooledStore(Generic[S]):
         except StoreUnavailable as exc:
             self._outage("write", exc)
             self._keep(recs)
+
+    def keep(self, recs: Sequence[PredictionRecord]) -> list[PredictionRecord]:
+        """Spool records without trying the store (a drain out of time); returns those over the size cap."""
+        refused = self.spool.append(recs)
+        self._wake.set()
+        return refused
+
+    def replay_before_exit(self, timeout: float) -> bool:
+        """Keep replaying (this process's spool and any orphan) until it is empty or `timeout` passes.
+
+        For a spool that does not outlive its process's volume (a pod's emptyDir): True if emptied.
+        """
+        self.spool.adopt_orphans()
+        waiting = self.spool.depth
+        if not waiting:
+            return True
+        started = time.monotonic()
+        log.info("replaying %d spooled records before exit (up to %.0fs)", waiting, timeout)
+        emptied = self.wait_for_replay(timeout)
+        elapsed = time.monotonic() - started
+        if emptied:
+            log.info("spool replayed before exit: %d records in %.1fs", waiting, elapsed)
+        else:
+            log.error(
+                "spool not replayed within %.0fs of exit: %d records stay in %s (lost unless a process "
+                "starts on this folder again)",
+                timeout,
+                self.spool.depth,
+                self.spool.directory,
+                extra={"spool_depth": self.spool.depth},
+            )
+        return emptied
 
     def _keep(self, recs: Sequence[PredictionRecord]) -> None:
         self.spool.append(recs)  # records over the size cap are counted and logged by the spool

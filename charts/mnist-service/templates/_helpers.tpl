@@ -239,7 +239,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Seconds the kubelet waits after SIGTERM: the preStop sleep, gunicorn's graceful timeout, and a margin for
      the final write-queue drain and process exit. */}}
 {{- define "mnist.terminationGracePeriodSeconds" -}}
-{{- add .Values.preStopSleepSeconds .Values.config.gracefulTimeoutSeconds 10 }}
+{{- add .Values.preStopSleepSeconds .Values.config.gracefulTimeoutSeconds .Values.config.spoolDrainSeconds 10 }}
 {{- end }}
 
 {{/* ---------------------------------------------------------------------------------------------------------
