@@ -13,7 +13,7 @@ import sys
 import uuid
 from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from service.settings import Settings
 
@@ -33,7 +33,7 @@ def configure_logging(settings: Settings) -> None:
     handler.set_name(_HANDLER_NAME)
     if settings.log_format == "json":
         handler.setFormatter(
-            JsonFormatter(
+            OrjsonFormatter(  # python-json-logger's orjson encoder: the same lines, cheaper per request
                 "%(levelname)s %(name)s %(message)s %(process)d",
                 rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
                 timestamp=True,  # ISO 8601, UTC

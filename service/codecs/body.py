@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from service.errors import BadInput
 from service.settings import Settings
 
@@ -32,6 +34,10 @@ def read_json(body: bytes, *, what: str, empty: str) -> Any:
     """The parsed JSON of a request body; `BadInput(empty)` when there is none, else why it is not JSON."""
     if not body.strip():
         raise BadInput(empty)
+    try:
+        return orjson.loads(body)  # several times faster on a tensor's thousands of numbers
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses (NaN, integers beyond 64 bits, ...) the json module decides, as before
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
