@@ -51,22 +51,30 @@ def request_info() -> RequestInfo:
     )
 
 
-def infer(
-    api: str,
-    decode: Callable[[ServiceState], R],
-    model: str | None = None,
-    version: str | None = None,
-) -> tuple[R, Inference]:
-    """Decode (announced to the batcher), run the model, queue the records; the model named in the request
+def decode_checked(
+    state: ServiceState, decode: Callable[[ServiceState], R], model: str | None, version: str | None
+) -> tuple[R, str | None]:
+    """Everything before the model runs (no side effects, so a failure can be answered again from the
+    start): the decoded request, and the model to ask (None: the default). The model named in the request
     (path or query) wins over one named in the body (`decoded.model`, where the codec has one)."""
-    state = current()
     if model is not None:
         state.models.get(model, version)  # an unknown model is a 404 before the body is read
     with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
         decoded = decode(state)
     for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
         state.models.get(named)
-    chosen = model or getattr(decoded, "model", None)
+    return decoded, model or getattr(decoded, "model", None)
+
+
+def infer(
+    api: str,
+    decode: Callable[[ServiceState], R],
+    model: str | None = None,
+    version: str | None = None,
+) -> tuple[R, Inference]:
+    """Decode (announced to the batcher), run the model, queue the records (see `decode_checked`)."""
+    state = current()
+    decoded, chosen = decode_checked(state, decode, model, version)
     g.model = chosen or state.models.default
     result = state.infer(
         decoded.images, chosen, version, api, request_info(), getattr(decoded, "uploads", None)
