@@ -42,7 +42,7 @@ def read_json(body: bytes, *, what: str, empty: str) -> Any:
         try:
             return orjson.loads(body)  # several times faster on a tensor's thousands of numbers
         except orjson.JSONDecodeError:
-            pass  # what orjson refuses (NaN, Infinity, other encodings ...) the json module decides, as before
+            pass  # what orjson refuses (NaN, Infinity, other encodings) the json module decides, as before
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
