@@ -48,13 +48,11 @@ class WriteQueue:
         backoff_s: float = 0.05,
         max_backoff_s: float = 2.0,
         notices: WriteNotices | None = None,
-        linger_s: float = 0.002,
     ) -> None:
         self.store = store
         self.notices = notices  # None: a worker without siblings, or no socket possible
         self.backend = store.backend
         self.batch_size = batch_size
-        self.linger_s = linger_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -177,14 +175,10 @@ class WriteQueue:
                 return
 
     def _take(self, block: bool) -> list[PredictionRecord]:
-        """Up to batch_size records; waits briefly for the first one when `block`, then lingers
-        `linger_s` so the records of a busy server's next requests join the same write (and their `put`
-        finds no writer waiting to be woken: one thread switch per batch rather than per record)."""
+        """Up to batch_size records; waits briefly for the first one when `block`."""
         batch: list[PredictionRecord] = []
         try:
             batch.append(self._queue.get(timeout=0.1) if block else self._queue.get_nowait())
-            if block and self.linger_s and not self._stop.is_set():
-                time.sleep(self.linger_s)
             while len(batch) < self.batch_size:
                 batch.append(self._queue.get_nowait())
         except queue.Empty:
