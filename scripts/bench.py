@@ -1,8 +1,9 @@
 """`make bench`: load-test the real server with wrk and write BENCHMARKS.md.
 
 Starts `mnist serve` (gunicorn, SQLite store in a temporary folder), drives it from wrk (a separate process,
-scripts/bench.lua) posting MNIST test digits as PNG uploads at several concurrencies per model, then 32
-digits per request to the TF Serving and Open Inference Protocol v2 APIs, and compares with the same model's
+scripts/bench.lua) posting MNIST test digits as PNG uploads at several concurrencies per model, single digits
+as v2 and TF Serving JSON tensors and as a raw PNG body, then 32 digits per request to the TF Serving and Open
+Inference Protocol v2 APIs, and compares with the same model's
 in-process batched throughput (the ceiling). Also measures the store's write path and
 the server's resident memory, and checks that every answered prediction was recorded after SIGTERM.
 """
