@@ -1,8 +1,9 @@
 """`make bench`: load-test the real server with wrk and write BENCHMARKS.md.
 
 Starts `mnist serve` (gunicorn, SQLite store in a temporary folder), drives it from wrk (a separate process,
-scripts/bench.lua) posting MNIST test digits as PNG uploads at several concurrencies per model, then 32
-digits per request to the TF Serving and Open Inference Protocol v2 APIs, and compares with the same model's
+scripts/bench.lua) posting MNIST test digits as PNG uploads at several concurrencies per model, single digits
+as v2 and TF Serving JSON tensors and as a raw PNG body, then 32 digits per request to the TF Serving and Open
+Inference Protocol v2 APIs, and compares with the same model's
 in-process batched throughput (the ceiling). Also measures the store's write path and
 the server's resident memory, and checks that every answered prediction was recorded after SIGTERM.
 """
@@ -78,22 +79,52 @@ BATCHED_APIS = {
         ),
     ),
 }
-PROFILE_AT = 32  # concurrency of the profiled run (last model)
-# Where a sampled stack's time goes: the innermost frame matching one of these names decides.
+PROFILE_AT = 32  # concurrency of the profiled runs (last model)
+# Single-image requests in the other forms clients send: name -> (request path for a model, headers); the
+# bodies are written by write_single_bodies. The PNG multipart upload is the main table's row.
+SINGLE_APIS = {
+    "v2 JSON FP32": ("/v2/models/{model}/infer", ("Content-Type: application/json",)),
+    "TF Serving JSON": ("/v1/models/{model}:predict", ("Content-Type: application/json",)),
+    "/predict raw PNG body": ("/predict?model={model}", ("Content-Type: image/png",)),
+}
+# Where a sampled stack's time goes: the innermost frame matching one of these names decides (the first
+# part listed wins when one frame matches several). py-spy names frames "function (path:line)".
 PROFILE_PARTS = (
     ("image decoding and preprocessing", ("service/preprocess.py", "decode_image")),
     (
         "model call (interpreter invoke while holding the GIL)",
-        ("TFLiteModel.predict", "MicroBatcher._call"),
+        ("TFLiteModel.predict", "MicroBatcher._call", "service/runtime.py"),
     ),
-    ("micro-batcher hand-off (queue, futures, conditions)", ("MicroBatcher", "Future.", "Condition.")),
-    ("store writer thread (SQLite)", ("WriteQueue._run",)),
-    ("building and queueing the record", ("ServiceState._record", "WriteQueue.put")),
+    (
+        "micro-batcher hand-off (queue, futures, conditions)",
+        ("MicroBatcher", "Future.", "Condition.", "Arrivals"),
+    ),
+    ("store writer thread (SQLite)", ("WriteQueue._run", "service/store/")),
+    ("building and queueing the record", ("ServiceState._record", "WriteQueue.put", "to_pixels", "_uuid4s")),
     ("metrics", ("service/metrics.py", "prometheus_client")),
-    ("access log", ("log_request", "logging/__init__", "pythonjsonlogger")),
+    ("access log", ("log_request", "logging/__init__", "pythonjsonlogger", "service/logs.py")),
     ("multipart parsing", ("formparser", "multipart", "Request.files", "_load_form_data")),
-    ("JSON response", ("jsonify", "json/encoder", "as_json", "JSONProvider")),
+    (
+        "JSON response (codec encode, pydantic)",
+        (
+            "encode (",
+            "json_response",
+            "model_dump_json",
+            "dump_json",
+            "json/encoder",
+            "pydantic",
+            "orjson.dumps",
+        ),
+    ),
+    (
+        "request decoding (JSON parse, tensor checks)",
+        ("service/codecs/", "service/tensors.py", "json/decoder", "json/__init__", "orjson.loads"),
+    ),
     ("gunicorn HTTP parsing and socket I/O", ("gunicorn/http", "gunicorn/workers", "selectors", "socket")),
+    (
+        "request handler and hooks (service/api, service/app.py)",
+        ("service/api/", "service/app.py", "service/state.py"),
+    ),
     ("Flask and werkzeug, the rest", ("flask/", "werkzeug/")),
 )
 
@@ -148,6 +179,7 @@ class Report:
     command: str
     settings: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
+    single: list[Run] = field(default_factory=list)  # one image per request, JSON tensors and a raw body
     batched: list[Run] = field(default_factory=list)  # BATCH images per request, TF Serving and v2 APIs
     grpc: list[Run] = field(default_factory=list)  # v2 over gRPC, 1 and BATCH images per request
     ceilings: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -159,8 +191,8 @@ class Report:
     sanity: dict[str, str] = field(default_factory=dict)
     loadavg: list[str] = field(default_factory=list)
     loadavg_after: list[str] = field(default_factory=list)
-    profile: dict[str, float] = field(default_factory=dict)
-    profiled: str = ""
+    profiles: dict[str, dict[str, float]] = field(default_factory=dict)  # profiled run -> part -> share
+    models_profiled: str = ""
     models: dict[str, str] = field(default_factory=dict)
 
 
@@ -203,6 +235,33 @@ def write_bodies(data_dir: Path, folder: Path, count: int) -> dict[str, Path]:
     return folders
 
 
+def write_single_bodies(data_dir: Path, folder: Path, pngs: list[bytes]) -> dict[str, Path]:
+    """One request body per test digit and single-image API (0.body ..), in folder/single-<i>/.
+
+    v2: a JSON FP32 [1, 28, 28] tensor in 0..1 (flat `data`, as tritonclient sends it); TF Serving:
+    {"instances": [28x28 ints 0..255]}; the raw body: the PNG file itself (`Content-Type: image/png`).
+    """
+    images = load_mnist(data_dir).test_images
+    folders = {api: folder / f"single-{i}" for i, api in enumerate(SINGLE_APIS)}
+    for path in folders.values():
+        path.mkdir()
+    v2, tfserving, raw = folders.values()
+    for i, png in enumerate(pngs):
+        pixels = images[i]
+        tensor = {
+            "name": "image",
+            "datatype": "FP32",
+            "shape": [1, 28, 28],
+            "data": [round(float(x) / 255, 4) for x in pixels.reshape(-1)],
+        }
+        (v2 / f"{i}.body").write_text(json.dumps({"inputs": [tensor]}, separators=(",", ":")))
+        (tfserving / f"{i}.body").write_text(
+            json.dumps({"instances": [pixels.tolist()]}, separators=(",", ":"))
+        )
+        (raw / f"{i}.body").write_bytes(png)
+    return folders
+
+
 def post_body(url: str, body: bytes, headers: tuple[str, ...]) -> list[int]:
     """Digits predicted for one batched request (either API's answer)."""
     fields = dict(h.split(": ", 1) for h in headers)
@@ -211,6 +270,8 @@ def post_body(url: str, body: bytes, headers: tuple[str, ...]) -> list[int]:
         raw = resp.read()
         length = resp.headers.get("Inference-Header-Content-Length")
     doc = json.loads(raw[: int(length)] if length else raw)
+    if "digit" in doc:  # the own API (/predict)
+        return [int(doc["digit"])]
     if "predictions" in doc:
         return [int(np.argmax(p)) for p in doc["predictions"]]
     digits = next(o for o in doc["outputs"] if o["name"] == "digit")
@@ -491,6 +552,7 @@ def write_path(folder: Path, pngs: list[bytes]) -> dict[str, float]:
 def start_profile(py_spy: str, server_pid: int, tmp: Path, seconds: float) -> list[Path]:
     """Sample each worker's Python stacks while it holds the GIL, during the next wrk run."""
     outputs = []
+    tmp.mkdir(parents=True, exist_ok=True)
     for pid in process_tree(server_pid)[1:]:
         out = tmp / f"py-spy-{pid}.txt"
         cmd = [py_spy, "record", "--pid", str(pid), "--gil", "--nonblocking", "--rate", "200"]
@@ -547,19 +609,101 @@ def git_commit() -> str:
 
 
 def profile_section(report: Report) -> list[str]:
-    if not report.profile:
+    if not report.profiles:
         return []
+    names = list(report.profiles)
+    parts = sorted(
+        {part for shares in report.profiles.values() for part in shares},
+        key=lambda part: -max(shares.get(part, 0.0) for shares in report.profiles.values()),
+    )
     lines = [
-        f"## Where the workers' Python time goes ({report.profiled})",
+        f"## Where the workers' Python time goes ({report.models_profiled} at concurrency {PROFILE_AT})",
         "",
         "py-spy samples of each worker while it holds the GIL (`py-spy record --gil`), sorted into the parts "
-        "of the request path by the innermost matching frame:",
+        "of the request path by the innermost matching frame, for a PNG upload (`POST /predict` multipart) "
+        "and a single v2 JSON FP32 tensor:",
         "",
-        "| part | share |",
-        "|---|---:|",
+        "| part | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
     ]
-    lines += [f"| {part} | {share:.1%} |" for part, share in report.profile.items()]
+    lines += [
+        f"| {part} | " + " | ".join(f"{report.profiles[n].get(part, 0.0):.1%}" for n in names) + " |"
+        for part in parts
+    ]
     return [*lines, ""]
+
+
+def cpu_targets(report: Report) -> list[str]:
+    """The CPU-per-request targets (issue 12) of the cnn rows: the highest CPU figure among matching runs."""
+    rows = []
+    for label, runs, limit, per_image in (
+        (
+            "v2 JSON FP32, 1 image, concurrency 32",
+            [r for r in report.single if r.api == "v2 JSON FP32"],
+            0.6,
+            False,
+        ),
+        (
+            "TF Serving JSON, 1 image, concurrency 32",
+            [r for r in report.single if r.api == "TF Serving JSON"],
+            0.6,
+            False,
+        ),
+        ("/predict PNG multipart, concurrency 32", report.runs, 0.8, False),
+        (
+            "/predict raw PNG body, concurrency 32",
+            [r for r in report.single if r.api == "/predict raw PNG body"],
+            0.7,
+            False,
+        ),
+        (
+            f"v2 binary UINT8, {BATCH} images per request",
+            [r for r in report.batched if r.api == "v2 binary UINT8"],
+            0.25,
+            True,
+        ),
+    ):
+        chosen = [r for r in runs if r.model == "cnn" and (per_image or r.concurrency == 32)]
+        if not chosen:
+            continue
+        worst = max(r.cpu_ms_per_image if per_image else r.cpu_ms_per_request for r in chosen)
+        unit = "ms CPU per image" if per_image else "ms CPU per request"
+        rows.append(
+            f"| cnn: {label}: <= {limit:g} {unit} | {worst:.3f} | {'yes' if worst <= limit else 'no'} |"
+        )
+    c1 = [r for r in report.runs + report.single if r.model == "cnn" and r.concurrency == 1]
+    if c1:
+        worst = max(r.ms("p50_us") for r in c1)
+        rows.append(
+            f"| cnn: p50 <= 1.5 ms at concurrency 1 (every single-image form) | {worst:.2f} ms "
+            f"| {'yes' if worst <= 1.5 else 'no'} |"
+        )
+    return rows
+
+
+def single_section(report: Report) -> list[str]:
+    if not report.single:
+        return []
+    lines = [
+        "",
+        "## Single images in other forms",
+        "",
+        "One MNIST test digit per request (cycling through the same digits as above): a v2 JSON FP32 tensor "
+        '[1, 28, 28] (`POST /v2/models/<m>/infer`), TF Serving JSON `{"instances": [28x28 ints]}` '
+        "(`POST /v1/models/<m>:predict`), and the PNG file as the raw body of `POST /predict` "
+        "(`Content-Type: image/png`, no multipart).",
+        "",
+        "| model | API | concurrency | predictions/s | p50 ms | p90 ms | p99 ms | errors "
+        "| server CPU ms/request | server cores busy | wrk cores busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.single:
+        lines.append(
+            f"| {r.model} | {r.api} | {r.concurrency} | {r.rps:,.0f} | {r.ms('p50_us'):.2f} "
+            f"| {r.ms('p90_us'):.2f} | {r.ms('p99_us'):.2f} | {r.errors} | {r.cpu_ms_per_request:.2f} "
+            f"| {r.server_cpu_s / r.seconds:.2f} | {r.wrk_cpu_s / r.seconds:.2f} |"
+        )
+    return lines
 
 
 def batched_section(report: Report) -> list[str]:
@@ -712,6 +856,7 @@ def render(report: Report) -> str:
             f"| {model} | {per_image * 1e6:,.0f} µs | {model_only:,.0f} | {with_pre:,.0f} "
             f"| {request_ms:.2f} ms | {http:,.0f} | {http / model_only:.1%} | {http / with_pre:.0%} |"
         )
+    lines += single_section(report)
     lines += batched_section(report)
     lines += grpc_section(report)
     rss = report.rss
@@ -750,6 +895,7 @@ def render(report: Report) -> str:
                 f"| cnn: HTTP >= {TARGET_RATIO:.0%} of the in-process ceiling ({BATCH} images per request, "
                 f"{api}) | {ratio:.1%} | {'yes' if ratio >= TARGET_RATIO else 'no'} |"
             )
+    lines += cpu_targets(report)
     lines += [
         f"| server RSS reported | {rss.get('total', 0) / 2**20:,.0f} MiB in {rss.get('processes', 0)} "
         f"processes (master {rss.get('master', 0) / 2**20:,.0f} MiB); PSS (shared pages counted once) "
@@ -787,6 +933,9 @@ def main() -> None:
         "--batched-concurrency", default="4,16", help=f"connection counts for {BATCH} images per request"
     )
     parser.add_argument("--bodies", type=int, default=50, help=f"distinct {BATCH}-image requests to cycle")
+    parser.add_argument(
+        "--single-concurrency", default="1,32", help="connection counts of the single-image JSON and raw rows"
+    )
     parser.add_argument("--grpc-concurrency", default="1,32", help="concurrent calls of the gRPC rows")
     parser.add_argument("--grpc-images", default=f"1,{BATCH}", help="images per gRPC request")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -812,6 +961,8 @@ def main() -> None:
     png_dir.mkdir()
     pngs, labels = write_pngs(base.data_dir, png_dir, args.pngs)
     bodies = write_bodies(base.data_dir, tmp, args.bodies)
+    singles = write_single_bodies(base.data_dir, tmp, pngs)
+    single_levels = [int(c) for c in args.single_concurrency.split(",") if c]
     batch_labels = [int(y) for y in load_mnist(base.data_dir).test_labels[:BATCH]]
     batched_levels = [int(c) for c in args.batched_concurrency.split(",") if c]
     grpc_levels = [int(c) for c in args.grpc_concurrency.split(",") if c]
@@ -891,6 +1042,29 @@ def main() -> None:
                     f"p99 {run.ms('p99_us'):.2f} ms errors {run.errors}, "
                     f"server CPU {run.cpu_ms_per_request:.2f} ms/request"
                 )
+            for api, (template, headers) in SINGLE_APIS.items():
+                path, folder = template.format(model=model), singles[api]
+                digits = [
+                    post_body(f"{url}{path}", (folder / f"{i}.body").read_bytes(), headers)[0]
+                    for i in range(20)
+                ]
+                answered += len(digits)
+                right = sum(d == y for d, y in zip(digits, labels, strict=False))
+                report.sanity[f"{model} {api}"] = f"{right}/{len(digits)} single-digit requests right"
+                warm = run_wrk(url, folder, len(pngs), path, 8, 2, headers)
+                answered += int(warm["requests"]) - int(warm["http_errors"])
+                for c in single_levels:
+                    cpu, wrk_cpu = cpu_seconds(proc.pid), children_cpu_seconds()
+                    result = run_wrk(url, folder, len(pngs), path, c, args.seconds, headers)
+                    cpu, wrk_cpu = cpu_seconds(proc.pid) - cpu, children_cpu_seconds() - wrk_cpu
+                    run = Run(model, c, result, cpu, wrk_cpu, api)
+                    answered += run.ok
+                    report.single.append(run)
+                    log(
+                        f"{model} {api} c={c}: {run.rps:,.0f}/s p50 {run.ms('p50_us'):.2f} ms "
+                        f"p99 {run.ms('p99_us'):.2f} ms errors {run.errors}, "
+                        f"server CPU {run.cpu_ms_per_request:.2f} ms/request"
+                    )
             for api, (template, headers) in BATCHED_APIS.items():
                 path, folder = template.format(model=model), bodies[api]
                 digits = post_body(f"{url}{path}", (folder / "0.body").read_bytes(), headers)
@@ -934,14 +1108,20 @@ def main() -> None:
                         f"errors {run.errors}, server CPU {run.cpu_ms_per_image:.3f} ms/image"
                     )
         report.rss = server_rss(proc.pid)
-        if py_spy:  # an extra run, so that sampling does not disturb the measured ones
-            log(f"{models[-1]} c={PROFILE_AT}: profiling the workers with py-spy")
-            profiling = start_profile(py_spy, proc.pid, tmp, args.seconds)
-            path = f"/predict?model={models[-1]}"
-            extra = run_wrk(url, png_dir, len(pngs), path, PROFILE_AT, args.seconds)
+        # Extra runs, so that sampling does not disturb the measured ones: a PNG upload and a JSON tensor.
+        profiled = {
+            "PNG multipart": (png_dir, f"/predict?model={models[-1]}", ()),
+            "v2 JSON FP32": (singles["v2 JSON FP32"], *SINGLE_APIS["v2 JSON FP32"]),
+        }
+        for name, (folder, template, headers) in profiled.items() if py_spy else ():
+            log(f"{models[-1]} {name} c={PROFILE_AT}: profiling the workers with py-spy")
+            profiling = start_profile(str(py_spy), proc.pid, tmp / name.replace(" ", "-"), args.seconds)
+            path = template.format(model=models[-1])
+            extra = run_wrk(url, folder, len(pngs), path, PROFILE_AT, args.seconds, headers)
             answered += int(extra["requests"]) - int(extra["http_errors"])
-            report.profile = finish_profile(profiling)
-            report.profiled = f"{models[-1]} at concurrency {PROFILE_AT}"
+            report.profiles[name] = finish_profile(profiling)
+            log(f"profile {name}: " + ", ".join(f"{k} {v:.1%}" for k, v in report.profiles[name].items()))
+            report.models_profiled = models[-1]
     finally:
         started = time.perf_counter()
         proc.send_signal(signal.SIGTERM)

@@ -19,6 +19,7 @@ from PIL import Image
 from service import metrics, tracing
 from service.api import errors, export, ops, predict, records, repository, tfserving, v2, web
 from service.api.handler import EXTENSION
+from service.api.hotpath import HotPath
 from service.inference import ModelRegistry
 from service.logs import configure_logging, log_request, request_id
 from service.preprocess import preprocess
@@ -60,7 +61,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     errors.register_app(app)
-    _install_request_hooks(app, _allowed_origins(settings.cors_origins))
+    origins = _allowed_origins(settings.cors_origins)
+    _install_request_hooks(app, origins)
+    app.wsgi_app = HotPath(app, app.extensions[EXTENSION], cors=bool(origins))  # type: ignore[method-assign]
     _warm_up_decoding(app, settings)
     metrics.update_process_metrics(force=True)  # memory is reported before the first request, too
     log.info(

@@ -53,16 +53,20 @@ class _Job:
 
 _STOP = object()
 _NOT_RUN = "the request's deadline passed while it waited for the model; it was not run"
-# While requests are on their way, look at the queue this often (seconds) until the batch deadline.
-_POLL_S = 0.0002
+# Put on a batcher's queue when the last request on its way has arrived: the batcher stops waiting for more.
+_WAKE = object()
 
 
 class Arrivals:
-    """How many requests of this process are reading and decoding input, i.e. will submit images soon."""
+    """How many requests of this process are reading and decoding input, i.e. will submit images soon.
+
+    A batcher waiting for them registers a wake-up (`waiting`); the request whose decoding brings the count
+    to zero calls it, so the batch runs at once instead of the batcher polling the count."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.coming = 0
+        self.waiting: set[Callable[[], None]] = set()
 
     @contextmanager
     def expect(self) -> Iterator[None]:
@@ -74,6 +78,9 @@ class Arrivals:
         finally:
             with self._lock:
                 self.coming -= 1
+                wake = list(self.waiting) if not self.coming else ()
+            for callback in wake:
+                callback()
 
 
 class MicroBatcher:
@@ -159,21 +166,39 @@ class MicroBatcher:
                 self._on_release()
 
     def _next(self, timeout: float | None) -> Any:
-        """The next job (the carried one first); None when nothing arrives within `timeout` (0 = no wait)."""
+        """The next job (the carried one first); None when nothing arrives within `timeout` (0 = no wait)
+        or when the last request on its way arrived without bringing images for this model (`_WAKE`)."""
         if self._carry is not None:
             job, self._carry = self._carry, None
             return job
         try:
-            if timeout == 0:
-                return self._queue.get_nowait()
-            return self._queue.get(timeout=timeout)
+            job = self._queue.get_nowait() if timeout == 0 else self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+        return None if job is _WAKE else job
+
+    def _wake(self) -> None:
+        self._queue.put(_WAKE)
+
+    def _await_arrivals(self, deadline: float) -> Any:
+        """The next job while requests are still decoding, until `deadline`: blocks on the queue (no polling);
+        the last arrival's `_WAKE` ends the wait early."""
+        arrivals = self.arrivals
+        arrivals.waiting.add(self._wake)
+        try:
+            while arrivals.coming and (left := deadline - time.monotonic()) > 0:
+                job = self._next(timeout=left)
+                if job is not None:
+                    return job
+            return None
+        finally:
+            arrivals.waiting.discard(self._wake)
 
     def _collect(self) -> tuple[list[_Job], bool]:
         """One batch: whatever is queued, plus a short wait for requests still decoding their input."""
-        first = self._next(timeout=None)
-        while first is not _STOP and _given_up(first):
+        first = None
+        # A stale `_WAKE` is no job, and a job whose caller has given up is left out.
+        while first is None or (first is not _STOP and _given_up(first)):
             first = self._next(timeout=None)
         if first is _STOP:
             return [], True
@@ -182,8 +207,8 @@ class MicroBatcher:
         deadline = first.queued + self.max_wait_s
         while size < self.max_batch_size:
             job = self._next(timeout=0)
-            while job is None and self.arrivals.coming and (left := deadline - time.monotonic()) > 0:
-                job = self._next(timeout=min(left, _POLL_S))
+            if job is None and self.arrivals.coming:
+                job = self._await_arrivals(deadline)
             if job is None:
                 break
             if job is _STOP:

@@ -66,10 +66,15 @@ def _register(bp: Blueprint, shape: Shape) -> None:
 
 
 def _service_error(shape: Shape, exc: ServiceError) -> Response:
+    return service_error(shape, exc, g.get("request_id"))
+
+
+def service_error(shape: Shape, exc: ServiceError, request_id: str | None) -> Response:
+    """A ServiceError's answer in `shape` (also used by the hot path, outside any Flask context)."""
     # Shed and expired requests are the server protecting itself, counted in their metrics; a log line of
     # their own each (besides the access line) would cost the most exactly when the server has least.
     if exc.status >= 500 and not isinstance(exc, (Overloaded, DeadlineExceeded)):
-        log.error("%s: %s", exc.code, exc.message, extra={"request_id": g.get("request_id")})
+        log.error("%s: %s", exc.code, exc.message, extra={"request_id": request_id})
     response = shape(exc.status, exc.code, exc.message)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after_s)

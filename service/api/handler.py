@@ -52,30 +52,43 @@ def request_info(deadline: float | None = None) -> RequestInfo:
     )
 
 
+def decode_checked(
+    state: ServiceState, decode: Callable[[ServiceState], R], model: str | None, version: str | None
+) -> tuple[R, str | None]:
+    """Everything before the model runs (no side effects, so a failure can be answered again from the
+    start): the decoded request, and the model to ask (None: the default). The model named in the request
+    (path or query) wins over one named in the body (`decoded.model`, where the codec has one)."""
+    if model is not None:
+        state.models.get(model, version)  # an unknown model is a 404 before the body is read
+    with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
+        decoded = decode(state)
+    for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
+        state.models.get(named)
+    return decoded, model or getattr(decoded, "model", None)
+
+
+def deadline_of(decoded: object, started: float, timeout_s: float | None) -> float | None:
+    """The request's deadline: the earliest of X-Request-Timeout (`timeout_s`) and the body's own (v2
+    `timeout`), counted from the request's start."""
+    return deadlines.earliest(started, timeout_s, deadlines.v2_seconds(getattr(decoded, "timeout_us", 0)))
+
+
 def infer(
     api: str,
     decode: Callable[[ServiceState], R],
     model: str | None = None,
     version: str | None = None,
 ) -> tuple[R, Inference]:
-    """Admit (or shed), decode (announced to the batcher), run the model, queue the records; the model named
-    in the request (path or query) wins over one named in the body (`decoded.model`, where the codec has
-    one). The deadline is the earliest of X-Request-Timeout and the body's own (v2 `timeout`)."""
+    """Admit (or shed), decode (announced to the batcher), run the model, queue the records (see
+    `decode_checked` and `deadline_of`)."""
     state = current()
     if model is not None:
-        state.models.get(model, version)  # an unknown model is a 404 before the body is read
+        state.models.get(model, version)  # a 404 before admission: shed counts only served model names
     timeout_s = deadlines.header_seconds(request.headers.get(deadlines.TIMEOUT_HEADER))
     with state.admission.admit(model or state.models.default, api):
-        with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
-            decoded = decode(state)
-        for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
-            state.models.get(named)
-        chosen = model or getattr(decoded, "model", None)
+        decoded, chosen = decode_checked(state, decode, model, version)
         g.model = chosen or state.models.default
-        started = g.get("started", time.perf_counter())
-        deadline = deadlines.earliest(
-            started, timeout_s, deadlines.v2_seconds(getattr(decoded, "timeout_us", 0))
-        )
+        deadline = deadline_of(decoded, g.get("started", time.perf_counter()), timeout_s)
         result = state.infer(
             decoded.images, chosen, version, api, request_info(deadline), getattr(decoded, "uploads", None)
         )

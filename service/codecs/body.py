@@ -6,8 +6,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from service.errors import BadInput
 from service.settings import Settings
+
+# 19 digits in a row: an integer that may not fit 64 bits (or a long fraction): such a body goes to `json`.
+# Found by mapping every digit to "0" and searching for 19 of them (C speed; a regex costs more than orjson).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * 19
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,12 @@ def read_json(body: bytes, *, what: str, empty: str) -> Any:
     """The parsed JSON of a request body; `BadInput(empty)` when there is none, else why it is not JSON."""
     if not body.strip():
         raise BadInput(empty)
+    # orjson reads integers beyond 64 bits as floats, json as ints: such bodies keep the json module's answer.
+    if _LONG_DIGITS not in body.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(body)  # several times faster on a tensor's thousands of numbers
+        except orjson.JSONDecodeError:
+            pass  # what orjson refuses (NaN, Infinity, other encodings) the json module decides, as before
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
