@@ -2,8 +2,9 @@
 
 One server (2 workers, MNIST_MAX_INFLIGHT=4 each, 32 threads so that no request waits in gunicorn's own queue
 where admission cannot see it, model calls of at most 8 images) and the fixed-rate load generator
-(tests/loadgen.py, its own process) posting 48 MNIST digits per request to the own API (enough work per request that the load generator, on the same two cores, can offer 3x what the server accepts). The run goes in three
-steps, all in this test so the machine's load is the same for each: the unloaded latency (a trickle of
+(tests/loadgen.py, its own process) posting 48 MNIST digits per request to the own API: enough work per
+request that the load generator, on the same two cores, can offer 3x what the server accepts. The run goes in
+three steps, all in this test so the machine's load is the same for each: the unloaded latency (a trickle of
 requests one at a time), the capacity (what the server accepts per second when offered far more), then 3x that
 capacity for 20 s.
 
