@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.synchronize
 import sqlite3
 import threading
 from datetime import timedelta
@@ -109,6 +110,27 @@ def test_processes_share_one_file_without_losing_writes(tmp_path: Path) -> None:
     for n in range(4):
         assert len(store.list(limit=1000, digit=n)) == 300
     store.close()
+
+
+def _open_at_once(path: str, start: multiprocessing.synchronize.Barrier) -> None:
+    start.wait(30)
+    SqliteStore(Path(path)).close()
+
+
+def test_processes_opening_a_brand_new_file_at_once_all_start(tmp_path: Path) -> None:
+    """gunicorn's workers open the same new file at the same moment: none may fail ("database is locked"
+    from the switch to WAL once failed a worker's boot, which halts gunicorn)."""
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        path = tmp_path / f"new-{attempt}.db"
+        start = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_at_once, args=(str(path), start)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6, f"attempt {attempt}"
+        assert SqliteStore(path).list(limit=1) == []
 
 
 def test_a_locked_database_makes_writes_wait_then_fail_after_the_busy_timeout(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -142,13 +143,28 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        conn = self._conn()
-        # WAL is a property of the file: set once here, every later connection inherits it.
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        self._set_up(self._conn())
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema. Two workers opening a brand-new file at once: switching the journal
+        mode can answer "database is locked" at once, without waiting in busy_timeout (seen in a test run,
+        where it failed a worker's boot and so halted gunicorn); that is retried until busy_timeout."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        pause = 0.01
+        while True:
+            try:
+                # WAL is a property of the file: set once here, every later connection inherits it.
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                with conn:
+                    conn.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
         if mode.lower() != "wal":
             log.warning("sqlite journal_mode is %s, not wal (path %s)", mode, self.path)
-        with conn:
-            conn.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit, transactions are explicit (BEGIN IMMEDIATE for writes, so a
