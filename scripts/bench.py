@@ -376,6 +376,18 @@ def post_png(url: str, png: bytes) -> dict[str, Any]:
         return dict(json.loads(resp.read()))
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> float:
+    """SIGTERM (graceful: the write queues drain), SIGKILL after 60 s; returns how long it took (ms)."""
+    started = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return (time.perf_counter() - started) * 1000
+
+
 def run_wrk(
     url: str,
     png_dir: Path,
@@ -1123,14 +1135,7 @@ def main() -> None:
             log(f"profile {name}: " + ", ".join(f"{k} {v:.1%}" for k, v in report.profiles[name].items()))
             report.models_profiled = models[-1]
     finally:
-        started = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutdown_ms = (time.perf_counter() - started) * 1000
+        shutdown_ms = stop_server(proc)
     with sqlite3.connect(tmp / "predictions.db") as conn:
         stored = int(conn.execute("SELECT count(*) FROM predictions").fetchone()[0])
     report.recorded = {"stored": stored, "answered": answered, "shutdown_ms": int(shutdown_ms)}

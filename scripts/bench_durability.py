@@ -14,9 +14,7 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -81,12 +79,7 @@ def measure(mode: str, png_dir: Path, count: int, levels: list[int], seconds: fl
                 f"errors {run.errors}, server CPU {run.cpu_ms_per_request:.2f} ms/request"
             )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        bench.stop_server(proc)
     with sqlite3.connect(tmp / "predictions.db") as conn:
         stored = int(conn.execute("SELECT count(*) FROM predictions").fetchone()[0])
     shutil.rmtree(tmp, ignore_errors=True)

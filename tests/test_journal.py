@@ -8,8 +8,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,21 +20,10 @@ from service.store.queue import WriteQueue
 from service.store.spool import Spool
 from service.store.spooled import SpooledStore
 from service.store.sqlite import SqliteStore
+from tests.test_spooled_store import write_lock_held
 from tests.test_store_contract import T0, make_record
 
 REPLAY_TIMEOUT_S = 30
-
-
-@contextmanager
-def write_lock_held(path: Path) -> Iterator[None]:
-    """Another connection holds SQLite's write lock: the store's writes wait in busy_timeout, then fail."""
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
 
 
 def records(n: int, start: int = 0) -> list[PredictionRecord]:
