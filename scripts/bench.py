@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -374,6 +375,19 @@ def post_png(url: str, png: bytes) -> dict[str, Any]:
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return dict(json.loads(resp.read()))
+
+
+def replace_block(path: Path, body: str, start: str, end: str) -> None:
+    """Put `body` between the markers `start` and `end` of BENCHMARKS.md (in place of the last run's, else at
+    the end, which lies in the part `make bench` keeps): how soak.py and bench_durability.py keep theirs."""
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    text = path.read_text() if path.is_file() else ""
+    pattern = re.compile(rf"{re.escape(start)}\n.*?{re.escape(end)}\n", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> float:

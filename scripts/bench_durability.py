@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sqlite3
 import sys
@@ -143,19 +142,6 @@ def render(results: list[ModeRun], seconds: float, command: str, fsync: tuple[fl
     return "\n".join(lines) + "\n"
 
 
-def replace_block(path: Path, body: str) -> None:
-    """Put `body` between this module's markers in BENCHMARKS.md (in place of the last run's, else at the
-    end, which lies in the part `make bench` keeps)."""
-    block = f"{BLOCK_START}\n{body.rstrip()}\n{BLOCK_END}\n"
-    text = path.read_text() if path.is_file() else ""
-    pattern = re.compile(rf"{re.escape(BLOCK_START)}\n.*?{re.escape(BLOCK_END)}\n", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
 def run(out: Path, seconds: float, levels: list[int], pngs: int = 200, command: str = "") -> list[ModeRun]:
     """Measure every mode and write the block of `out`."""
     tmp = Path(tempfile.mkdtemp(prefix="mnist-durability-"))
@@ -176,7 +162,8 @@ def run(out: Path, seconds: float, levels: list[int], pngs: int = 200, command: 
         if r.stored < r.answered:
             raise SystemExit(f"{r.mode}: {r.answered - r.stored} answered predictions were not stored")
     command = command or "python scripts/bench_durability.py " + " ".join(sys.argv[1:])
-    replace_block(out, render(results, seconds, command.strip(), (fsync_before, fsync_after)))
+    body = render(results, seconds, command.strip(), (fsync_before, fsync_after))
+    bench.replace_block(out, body, BLOCK_START, BLOCK_END)
     log(f"wrote the durability block of {out} in {time.monotonic() - started:.0f} s")
     return results
 

@@ -391,23 +391,11 @@ def main() -> int:
         loadavg=(loadavg_before, Path("/proc/loadavg").read_text().split()[:3]),
     )
     if args.report:
-        replace_block(args.out, body)
+        bench.replace_block(args.out, body, BLOCK_START, BLOCK_END)
         log(f"wrote the soak block of {args.out}")
     else:
         print(body)
     return 0 if all(checks.values()) else 1
-
-
-def replace_block(path: Path, body: str) -> None:
-    """Put `body` between the soak markers of BENCHMARKS.md, in place of the last run's, else at the end."""
-    block = f"{BLOCK_START}\n{body.rstrip()}\n{BLOCK_END}\n"
-    text = path.read_text() if path.is_file() else ""
-    pattern = re.compile(rf"{re.escape(BLOCK_START)}\n.*?{re.escape(BLOCK_END)}\n", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
 
 
 def render(args: argparse.Namespace, **r: Any) -> str:
