@@ -53,13 +53,11 @@ def request_info(deadline: float | None = None) -> RequestInfo:
 
 
 def decode_checked(
-    state: ServiceState, decode: Callable[[ServiceState], R], model: str | None, version: str | None
+    state: ServiceState, decode: Callable[[ServiceState], R], model: str | None
 ) -> tuple[R, str | None]:
-    """Everything before the model runs (no side effects, so a failure can be answered again from the
-    start): the decoded request, and the model to ask (None: the default). The model named in the request
-    (path or query) wins over one named in the body (`decoded.model`, where the codec has one)."""
-    if model is not None:
-        state.models.get(model, version)  # an unknown model is a 404 before the body is read
+    """Decoding, after the caller has checked that `model` (from path or query) is served (no side effects,
+    so a failure can be answered again from the start): the decoded request, and the model to ask (None: the
+    default). The model named in the request wins over one named in the body (`decoded.model`)."""
     with state.models.arrivals.expect(), tracing.span("decode"):  # tells the batcher images are coming
         decoded = decode(state)
     for named in getattr(decoded, "named", ()):  # a model named anywhere in the request must be served
@@ -83,10 +81,11 @@ def infer(
     `decode_checked` and `deadline_of`)."""
     state = current()
     if model is not None:
-        state.models.get(model, version)  # a 404 before admission: shed counts only served model names
+        state.models.get(model, version)  # a 404 before the body is read and before admission (shed counts
+        # only served model names)
     timeout_s = deadlines.header_seconds(request.headers.get(deadlines.TIMEOUT_HEADER))
     with state.admission.admit(model or state.models.default, api):
-        decoded, chosen = decode_checked(state, decode, model, version)
+        decoded, chosen = decode_checked(state, decode, model)
         g.model = chosen or state.models.default
         deadline = deadline_of(decoded, g.get("started", time.perf_counter()), timeout_s)
         result = state.infer(

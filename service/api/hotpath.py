@@ -164,7 +164,7 @@ class HotPath:
         try:
             with state.admission.admit(answered_by, route.api):  # shed (Overloaded) before any decoding
                 try:
-                    decoded, chosen = decode_checked(state, decode, model, version)
+                    decoded, chosen = decode_checked(state, decode, model)
                 except Exception:
                     raise _Replay() from None  # its place is free again before Flask asks for one
                 answered_by = chosen or state.models.default
