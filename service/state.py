@@ -66,12 +66,9 @@ class ServiceState:
         served = self.models.get(model, version)
         try:
             probabilities = served.predict(images, request.deadline)
-        except DeadlineExceeded as exc:
-            metrics.observe_expired(served.name, api, exc.stage)
-            seconds = time.perf_counter() - request.started
-            metrics.observe_inference(served.name, served.version, api, False, seconds)
-            raise
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, DeadlineExceeded):
+                metrics.observe_expired(served.name, api, exc.stage)
             seconds = time.perf_counter() - request.started
             metrics.observe_inference(served.name, served.version, api, False, seconds)
             raise
