@@ -61,6 +61,13 @@ def on_starting(server: Any) -> None:
         _created_metrics_dir = tempfile.mkdtemp(prefix="mnist-metrics-")
         os.environ[_MULTIPROC] = _created_metrics_dir
     server.log.info("metrics directory %s", os.environ[_MULTIPROC])
+    if _settings.max_inflight > 0 and _settings.threads <= _settings.max_inflight:
+        server.log.warning(
+            "MNIST_THREADS=%d <= MNIST_MAX_INFLIGHT=%d: HTTP requests beyond the threads wait in gunicorn's "
+            "queue and are never shed; give each worker more threads than its bound (docs/operations.md)",
+            _settings.threads,
+            _settings.max_inflight,
+        )
     # Workers fork with the heavy libraries already imported and share those pages (about 45 MB less memory
     # per worker). Not our own modules: service.metrics would give the arbiter metric files of its own.
     import ai_edge_litert.interpreter  # noqa: F401

@@ -8,6 +8,7 @@ then placed in a 28x28 field with the centre of mass at the centre. Each step be
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ FORMATS = {
     "TIFF": "image/tiff",
 }
 MIME = {**FORMATS, "MPO": "image/jpeg"}  # Pillow's JPEG opener returns "MPO" for phone cameras' JPEGs
+ACCEPTED = "PNG, JPEG, GIF, BMP, WebP, TIFF"  # FORMATS as error messages name them
 
 SIDE = 28  # output field
 BOX = 20  # the digit's longer side inside the field
@@ -46,6 +48,7 @@ RESAMPLE = Image.Resampling.LANCZOS  # anti-aliased and sharp, like the strokes 
 LEVELS = np.arange(256, dtype=np.float64)
 _COORDS = np.arange(SIDE, dtype=np.float32)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>")
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,9 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"image has too many pixels: {exc}") from exc
     except _DECODE_ERRORS as exc:
-        raise BadImage(
-            f"not a readable image (accepted formats: PNG, JPEG, GIF, BMP, WebP, TIFF): {exc}"
-        ) from exc
+        # Pillow names the in-memory file it was given ("<_io.BytesIO object at 0x...>"): not the caller's.
+        reason = _OBJECT_REPR.sub("", str(exc)).strip()
+        raise BadImage(f"not a readable image (accepted formats: {ACCEPTED}): {reason}") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise TooLarge(f"image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}")

@@ -300,6 +300,7 @@ def test_each_protocol_sheds_in_its_own_shape(server_factory, mnist_data_dir: Pa
     for answer in (tf, v2):
         assert "MNIST_MAX_INFLIGHT" in assert_flat_error(answer, 503) and answer.headers["Retry-After"] == "1"
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ("grpc-retry-pushback-ms", "1000") in raised.value.trailing_metadata()
     after = metric_samples(server.url)
     for api in ("predict", "tfserving", "v2", "v2-grpc"):
         shed = metric(after, "mnist_requests_shed_total", api=api) - metric(

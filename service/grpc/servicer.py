@@ -20,7 +20,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from service import deadlines, metrics, tracing, v2_info
 from service.codecs import v2_grpc
-from service.errors import NotReady, ServiceError
+from service.errors import NotReady, Overloaded, ServiceError
 from service.logs import log_request, request_id
 from service.state import ServiceState
 from service.types.batch import RequestInfo
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 API = "v2-grpc"
 SERVICE = "inference.GRPCInferenceService"
 REQUEST_ID_KEY = "x-request-id"
+# Trailing metadata of a shed call (gRPC's retry design, A6): a retry policy waits this long before retrying.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 # HTTP status of a ServiceError -> gRPC code (the protocol's mapping of the REST errors).
 _CODES = {
@@ -88,6 +90,8 @@ def _rpc(method: F) -> F:
             return method(self, request, context, call)
         except ServiceError as exc:
             code, message = _CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message
+            if isinstance(exc, Overloaded):  # gRPC's retry pushback: when a retrying client may try again
+                context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(exc.retry_after_s * 1000)),))
         except FutureTimeout:
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, "the model did not answer in time"
         except Exception:
