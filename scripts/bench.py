@@ -813,7 +813,8 @@ def render(report: Report) -> str:
         f"after: {' '.join(report.loadavg_after)} (other work on the machine takes cores from both sides)",
         f"- Command: `{report.command}`",
         f"- Models: {', '.join(report.models.values())}",
-        f"- Server: `mnist serve`, gunicorn {s['workers']} workers x {s['threads']} threads, micro-batch "
+        f"- Server: `mnist serve`, gunicorn {s['workers']} workers x {s['threads']} threads (admission bound "
+        f"{s['max_inflight']} per worker), micro-batch "
         f"<= {s['max_batch_size']} images / {s['max_batch_wait_ms']} ms, LiteRT "
         f"{s['inference_threads']} thread(s) per worker, SQLite store (write-behind queue), JSON access log.",
         f"- Load: wrk {s['seconds']:g} s per row after a warm-up, POST /predict?model=<m> with one of "
@@ -953,7 +954,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32,64", help="comma-separated connection counts")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each wrk run")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers [MNIST_WORKERS or 2]")
-    parser.add_argument("--threads", type=int, default=None, help="threads per worker [MNIST_THREADS or 8]")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker [MNIST_THREADS or 64]")
     parser.add_argument("--pngs", type=int, default=200, help="distinct test digits to cycle through")
     parser.add_argument(
         "--batched-concurrency", default="4,16", help=f"connection counts for {BATCH} images per request"
@@ -1030,6 +1031,7 @@ def main() -> None:
         settings={
             "workers": served.workers,
             "threads": served.threads,
+            "max_inflight": served.max_inflight,
             "max_batch_size": served.max_batch_size,
             "max_batch_wait_ms": served.max_batch_wait_ms,
             "inference_threads": served.inference_threads,

@@ -24,7 +24,13 @@ class Settings(BaseSettings):
         8001, ge=0, le=65535, description="Open Inference Protocol v2 gRPC port, in every worker (0 = off)."
     )
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
-    threads: int = Field(8, ge=1, le=256, description="Threads per worker (requests served at once).")
+    threads: int = Field(
+        64,
+        ge=1,
+        le=256,
+        description="Threads per worker (requests served at once); keep above MNIST_MAX_INFLIGHT, or requests "
+        "beyond the threads wait in gunicorn's queue, where admission control cannot shed them.",
+    )
     timeout_s: int = Field(30, ge=1, description="gunicorn worker timeout.")
     graceful_timeout_s: int = Field(
         20, ge=1, description="Time allowed to finish requests and drain on SIGTERM."
@@ -40,7 +46,7 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait to fill a batch.")
     inference_threads: int = Field(1, ge=1, le=64, description="Threads each LiteRT interpreter may use.")
     max_inflight: int = Field(
-        16,
+        48,
         ge=0,
         le=4096,
         description="Inference requests one worker takes at once, HTTP and gRPC together (decoding, queued "

@@ -182,7 +182,7 @@ def test_load_generator_reached_three_times_capacity(overload: Overload) -> None
 def test_only_answers_and_sheds(overload: Overload) -> None:
     """No other 5xx, no failed connection: each request was answered (200) or shed (503)."""
     others = [r for r in overload.overload.results if r["status"] not in (200, 503)]
-    assert not others, others[:5]
+    assert not others, sorted({str(r["error"]) for r in others})[:5]
     assert overload.overload.status(503), "3x the capacity shed nothing"
     assert overload.overload.status(200), "nothing was accepted"
 

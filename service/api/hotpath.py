@@ -47,6 +47,7 @@ _NAME = r"[A-Za-z0-9_.-]+"
 _QUERY = re.compile(r"[A-Za-z0-9_.=&-]*")
 _IMAGE_FIELDS = ("image", "file")
 _TRUE = {"1", "true", "yes", "on"}
+_DRAINED_BY_GUNICORN = 64 * 1024  # gunicorn.http.parser._DRAIN_MAX_BYTES (gunicorn 27)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,33 @@ class _Replay(Exception):
     """The request is refused before the model runs: Flask answers it from the start."""
 
 
+class _Body:
+    """The request body, read from the socket when decoding first needs it: after admission, so a shed
+    request is answered without waiting for its upload. gunicorn drains an unread body before the next
+    request on the connection, but only up to 64 KiB (more and it closes a connection whose answer said
+    keep-alive, which its client may already be reusing): a larger body is read at once."""
+
+    __slots__ = ("data", "environ")
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+        self.data: bytes | None = None
+        if int(environ["CONTENT_LENGTH"]) > _DRAINED_BY_GUNICORN:
+            self.read()
+
+    def read(self) -> bytes:
+        if self.data is None:
+            try:
+                self.data = self.environ["wsgi.input"].read(int(self.environ["CONTENT_LENGTH"]))
+            except Exception as exc:
+                raise _Unreadable() from exc
+        return self.data
+
+
+class _Unreadable(Exception):
+    """The upload could not be read (the client went away): gunicorn handles the original error."""
+
+
 class HotPath:
     """WSGI middleware in front of the Flask app (`app.wsgi_app`): see the module docstring."""
 
@@ -97,12 +125,15 @@ class HotPath:
         route, params = self._match(environ)
         if route is None:
             return self.flask(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
         try:
+            body = _Body(environ)
             status, headers, answer = self._answer(route, params, environ, body, started)
         except _Replay:
-            environ["wsgi.input"] = io.BytesIO(body)
+            if body.data is not None:  # read already: Flask reads it again from the start
+                environ["wsgi.input"] = io.BytesIO(body.data)
             return self.flask(environ, start_response)
+        except _Unreadable as exc:
+            raise exc.__cause__ or exc from None
         start_response(status, headers)
         return [answer]
 
@@ -129,7 +160,7 @@ class HotPath:
         route: _Route,
         params: dict[str, str | None],
         environ: dict[str, Any],
-        body: bytes,
+        body: _Body,
         started: float,
     ) -> tuple[str, Headers, bytes]:
         """Status line, headers and body of the answer (after the access line and metrics are written)."""
@@ -139,14 +170,14 @@ class HotPath:
         if route.api == "predict":
             args = _query(environ.get("QUERY_STRING", ""))
             model, version = args.get("model") or None, args.get("version") or None
-            decode: Callable[[ServiceState], Decoded] = lambda s: self._own(environ, body, s)  # noqa: E731
+            decode: Callable[[ServiceState], Decoded] = lambda s: self._own(environ, body.read(), s)  # noqa: E731
         elif route.api == "tfserving":
             model, version = params["name"], params["version"]
-            decode = lambda s: tfserving.decode(body, s.limits)  # noqa: E731
+            decode = lambda s: tfserving.decode(body.read(), s.limits)  # noqa: E731
         else:
             model, version = params["name"], params["version"]
             header_length = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
-            decode = lambda s: v2.decode(body, header_length, s.limits)  # noqa: E731
+            decode = lambda s: v2.decode(body.read(), header_length, s.limits)  # noqa: E731
         try:  # refused before admission (a model not served, a bad X-Request-Timeout): Flask's to answer
             if model is not None:
                 state.models.get(model, version)
@@ -160,6 +191,8 @@ class HotPath:
             with state.admission.admit(answered_by, route.api):  # shed (Overloaded) before any decoding
                 try:
                     decoded, chosen = decode_checked(state, decode, model)
+                except _Unreadable:
+                    raise
                 except Exception:
                     raise _Replay() from None  # its place is free again before Flask asks for one
                 answered_by = chosen or state.models.default
@@ -169,7 +202,7 @@ class HotPath:
             answered_by, digit = result.model, int(result.digits[0]) if len(result) == 1 else None
             headers, answer = _encode(route.api, result, decoded, args)
             status, status_line = 200, "200 OK"
-        except _Replay:
+        except (_Replay, _Unreadable):
             raise
         except Exception as exc:  # answered in the blueprint's error shape, as Flask's handlers do
             error = self._error(route, exc, rid, environ)
