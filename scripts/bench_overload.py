@@ -34,7 +34,9 @@ IMAGES = 16  # per request: the model's work, not HTTP's, decides the capacity
 WORKERS = 2
 THREADS = 32
 MAX_INFLIGHT = 4
-MAX_BATCH = 8  # LiteRT holds the GIL for a whole model call: short calls let shed answers through sooner
+MAX_BATCH = (
+    8  # as tests/test_overload.py: short model calls, less Python work per batch for a shed to wait on
+)
 CONNECTIONS = 64  # the load generator's requests in flight at most
 PROBE_RATE = 400.0  # requests/s: far above what 2 cores can answer at 16 images each
 LEVELS = (1.0, 2.0, 3.0)

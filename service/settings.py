@@ -28,8 +28,8 @@ class Settings(BaseSettings):
         64,
         ge=1,
         le=256,
-        description="Threads per worker (requests served at once); keep above MNIST_MAX_INFLIGHT, or requests "
-        "beyond the threads wait in gunicorn's queue, where admission control cannot shed them.",
+        description="Threads per worker (requests served at once); keep above MNIST_MAX_INFLIGHT, or "
+        "requests beyond the threads wait in gunicorn's queue, where admission control cannot shed them.",
     )
     timeout_s: int = Field(30, ge=1, description="gunicorn worker timeout.")
     graceful_timeout_s: int = Field(
